@@ -1,0 +1,1 @@
+"""Kafka side of the bus: topic names, headers, record signing, the validator and the router."""

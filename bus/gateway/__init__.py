@@ -1,0 +1,1 @@
+"""The FastAPI gateway: admin, publish, subscribe, audit and lineage endpoints, and auth."""

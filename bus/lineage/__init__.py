@@ -1,0 +1,1 @@
+"""Tracing, lineage and the hash-chained audit log: what auditors read."""

@@ -1,0 +1,1 @@
+"""Pure policy code: decisions, projection, masking, pseudonyms, fingerprints, egress. No I/O here."""
