@@ -18,7 +18,7 @@ demo: $(STAMP)  ## start an embedded stack and run the end-to-end multi-agency d
 	$(BIN)/databus demo
 
 test: $(STAMP)  ## the whole suite: unit, integration (embedded broker + Redis), SQLite and PostgreSQL
-	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --max-worker-restart=0 $(PYTEST_ARGS)
 
 up: $(STAMP)    ## run the bus: gateway on :8000, embedded broker and Redis
 	$(BIN)/databus up

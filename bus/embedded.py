@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bus.errors import BusError
 
@@ -37,13 +38,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def die_with_parent() -> None:  # runs in the child between fork and exec
+def _load_prctl() -> Any:
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except OSError:  # not Linux: atexit and signal handlers still stop the child
-        pass
-    os.setpgrp()  # Ctrl-C in the terminal goes to us, and we stop the child in order
+        return None
+
+
+_prctl = _load_prctl()  # loaded once in the parent: the child between fork and exec must not dlopen
+
+
+def die_with_parent() -> None:  # runs in the child between fork and exec
+    """Ask the kernel to SIGKILL this child when its parent dies, and give it its own process group
+    (Ctrl-C in the terminal goes to us, and we stop the child in order)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.setpgrp()
 
 
 def tansu_binary() -> str:

@@ -109,16 +109,6 @@ def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 4, ti
                 raise
 
 
-def delete_topics(bootstrap: str, topics: Iterable[str], timeout: float = 10.0) -> None:
-    """Delete topics; the embedded broker frees memory only this way."""
-    names = list(topics)
-    if not names:
-        return
-    for fut in admin(bootstrap).delete_topics(names, operation_timeout=timeout).values():
-        with contextlib.suppress(KafkaException):  # already gone
-            fut.result(timeout)
-
-
 def partitions_of(consumer: Consumer, topic: str, timeout: float = 5.0) -> list[int]:
     md = consumer.list_topics(topic, timeout=timeout)
     t = md.topics.get(topic)
