@@ -9,7 +9,6 @@ Against a real cluster, workers started with ``--group`` subscribe instead and s
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Iterable
 from typing import Any, cast
