@@ -95,6 +95,11 @@ class SourceRecord:
     value: dict[str, Any]
     key: str | None = None
     origin: str = ""  # where it came from (file:line, table:id, topic), for dead letters and logs
+    # The record's place in the source, the same each time that place is read (file inode and byte
+    # offset, table row's incremental and tie-break values): the runtime derives the record's
+    # ``bus-record-id`` from it, so a batch read again after a crash repeats its ids instead of
+    # inventing new ones. ``None`` when the source has no replayable position (MQTT): a new id.
+    position_id: str | None = None
 
 
 @dataclass

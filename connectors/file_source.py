@@ -5,6 +5,8 @@ its trailing newline waits until it is complete. The position is a byte offset p
 so a replaced or truncated file starts over), saved after each batch is on the bus: a restart resumes
 at the first byte not yet published. A CSV file's first line is its header; quoted fields may span lines.
 Lines that are not valid JSON/CSV or do not fit the schema go to the dead-letter topic with the reason.
+A record's ``position_id`` is its file's inode, name and byte offset: lines read again after a crash
+are published with the record ids they had the first time (see ``SourceRecordIds``).
 """
 
 from __future__ import annotations
@@ -232,7 +234,10 @@ class FileSource(Source):
         except ValueError as exc:
             batch.unreadable.append(Unreadable(raw, str(exc), origin))
             return
-        batch.records.append(SourceRecord(value=value, key=key, origin=origin))
+        # origin is "<file name>@<byte offset>"; the inode tells a replaced file's lines from the old ones
+        batch.records.append(
+            SourceRecord(value=value, key=key, origin=origin, position_id=f"{f.inode}:{origin}")
+        )
 
     def status(self) -> dict[str, Any]:
         lag = 0

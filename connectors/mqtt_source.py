@@ -5,6 +5,13 @@ each QoS 1/2 message only after the batch holding it is durably on the bus: a me
 yet published is redelivered by the broker after a restart, so nothing is lost and at most one batch
 repeats. While the connector is down the broker queues messages for the session (Mosquitto keeps up to
 ``max_queued_messages``, 1000 by default). QoS 0 messages have no such guarantee.
+
+Records get new ``bus-record-id``s (no ``position_id``), unlike the file and SQL sources whose ids are
+derived from the record's place in the source. MQTT gives a message no identity that survives a
+session: a QoS 0 message is never redelivered (so it cannot repeat: it is lost instead), and a QoS 1/2
+message redelivered after a restart comes with a new packet id, which cannot be told from a device
+sending the same payload again. A repeated batch therefore repeats with new ids; consumers that must
+drop such repeats compare a field of the payload (a device's sequence number or reading time).
 """
 
 from __future__ import annotations

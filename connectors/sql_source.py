@@ -5,11 +5,14 @@ with a unique tie-break column (the primary key by default) so rows sharing a ti
 skipped nor read twice. The position is the last (incremental, tie-break) pair published, saved after
 each batch is on the bus. The column must grow in commit order: a row committed later with a smaller
 value than one already read is not picked up (use a commit timestamp or a trigger-set sequence).
+A record's ``position_id`` is its row's (incremental, tie-break) values: rows read again after a crash
+are published with the record ids they had the first time (see ``SourceRecordIds``).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import time
 from datetime import date, datetime
 from decimal import Decimal
@@ -177,9 +180,21 @@ class SqlSource(Source):
                 raw = repr({k: encode_value(v) for k, v in row.items()}).encode()
                 batch.unreadable.append(Unreadable(raw, str(exc), origin))
                 continue
-            batch.records.append(SourceRecord(value=value, key=key, origin=origin))
+            batch.records.append(
+                SourceRecord(value=value, key=key, origin=origin, position_id=self._row_id())
+            )
         batch.position = self.position()
         return batch
+
+    def _row_id(self) -> str:
+        """The row just read, as its place in the table: (schema, table, incremental, tie-break) values."""
+        place = [
+            self.cfg.table_schema,
+            self.cfg.table,
+            encode_value(self._last),
+            encode_value(self._last_tie),
+        ]
+        return json.dumps(place, sort_keys=True, separators=(",", ":"), default=str)
 
     def position(self) -> dict[str, Any]:
         if self._last is None:

@@ -26,7 +26,7 @@ from bus.exchange.kafka import (
     text_headers,
 )
 from bus.exchange.publishing import encode, field_names
-from bus.exchange.record_ids import RecordIds
+from bus.exchange.record_ids import RecordIds, is_record_id
 from bus.exchange.signing import Signer
 from bus.exchange.topics import Topics
 from bus.keys import signing_secret_for
@@ -132,15 +132,28 @@ class Publisher:
                 self._last_error = str(err)
 
     def publish(
-        self, record: dict[str, Any], key: str | None = None, headers: dict[str, str] | None = None
+        self,
+        record: dict[str, Any],
+        key: str | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        record_id: str | None = None,
     ) -> str:
-        """Validate, sign and send one record; returns its ``bus-record-id``. Raises ``RecordInvalid``."""
+        """Validate, sign and send one record; returns its ``bus-record-id``. Raises ``RecordInvalid``.
+
+        ``record_id``: the id to send it with (32 hex characters, e.g. ``derived_record_id``) when a
+        resend must keep the id it had (source connectors); default a new one. ``rejections()`` only
+        reports records whose id this publisher made.
+        """
         value = encode(record, self._parsed, self._names)
         if self.max_record_bytes is not None and len(value) > self.max_record_bytes:
             raise RecordTooLarge(
                 f"the record is {len(value)} bytes; the bus accepts at most {self.max_record_bytes}"
             )
-        record_id = self._ids.new()
+        if record_id is None:
+            record_id = self._ids.new()
+        elif not is_record_id(record_id):
+            raise ValueError(f"{record_id!r} is not a record id (32 lowercase hex characters)")
         kb = key.encode() if key is not None else None
         signature = self._signer.sign(
             kb, value, record_id, self.agency_id, self.dataset, str(self.schema_version)

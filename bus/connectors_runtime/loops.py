@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from bus.connectors_runtime.common import POLICY_RECHECK, POLL_TIMEOUT, Blocked, Reload, now
-from bus.connectors_runtime.delivery import DeliveryReader, grant_view_schema, make_publisher
+from bus.connectors_runtime.delivery import (
+    DeliveryReader,
+    SourceRecordIds,
+    grant_view_schema,
+    make_publisher,
+)
 from bus.store.models import Agency, Dataset, Grant, SchemaVersion
 from bus.vocab import DatasetStatus, GrantStatus, Header
 from connectors.base import (
@@ -79,6 +84,7 @@ class SourceLoop(BatchLoop):
         self.source = source
         self.schema_version = 0
         self.publisher: Any = None
+        self.ids: SourceRecordIds | None = None
 
     def _check(self, force: bool = False) -> None:
         """R13: only an approved, unsuspended dataset of a unsuspended owner takes records (one read)."""
@@ -132,6 +138,9 @@ class SourceLoop(BatchLoop):
         self.publisher = make_publisher(
             self.ctx, row["agency_id"], secret, row["dataset_id"], schema, self.schema_version
         )
+        self.ids = SourceRecordIds(
+            self.ctx.master_secret, self.task.name, row.get("created_at", ""), row["dataset_id"]
+        )
         return SourceContext(self.task.name, row["dataset_id"], row["agency_id"], schema)
 
     def run(self) -> None:
@@ -184,19 +193,22 @@ class SourceLoop(BatchLoop):
         """The one place a source batch enters the bus: signed, schema-checked, flushed before returning.
 
         Each batch starts a trace (one ``send`` span, R14): its records carry the span's context, and
-        the validator, router and consumers continue it.
+        the validator, router and consumers continue it. Record ids come from ``SourceRecordIds``: a
+        batch published again after a crash (position not saved) carries the ids it had the first time.
         """
         from bus.errors import RecordError
         from bus.lineage import tracing
 
         refused: list[tuple[Any, str, str]] = []
         sent = 0
+        ids = self.ids
+        assert ids is not None
         attrs = {"databus.connector": self.task.name, "databus.dataset": self.task.row["dataset_id"]}
         with tracing.send_span(self.publisher.topic, len(batch.records), attributes=attrs) as span:
             headers = {k: v.decode() for k, v in span.headers}
             for rec in batch.records:
                 try:
-                    self.publisher.publish(rec.value, key=rec.key, headers=headers)
+                    self.publisher.publish(rec.value, key=rec.key, headers=headers, record_id=ids.of(rec))
                     sent += 1
                 except RecordError as exc:
                     refused.append((rec, exc.code, exc.detail))

@@ -81,6 +81,8 @@ class ConnectorTask:
                 "config": dict(row.config or {}),
                 "position": dict(row.position or {}),
                 "status": dict(row.status or {}),
+                # with the name, tells this registration's records from a deleted namesake's (record ids)
+                "created_at": row.created_at.isoformat() if row.created_at else "",
             }
 
     def _save(self, position: dict[str, Any] | None = None, *, force: bool = True) -> None:

@@ -20,14 +20,14 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from bus.connectors_runtime import ConnectorRuntime
 from bus.context import BusContext
 from bus.exchange.kafka import assign_from_committed, new_consumer
 from bus.gateway.app import create_app
 from bus.grants import service
-from bus.store.models import AuditEvent, ConsumptionLineage
+from bus.store.models import AuditEvent, Connector, ConsumptionLineage, Incident, RecordLineage
 from connectors.webhook_receiver import WebhookReceiver
 from tests.conftest import PG_URL
 from tests.helpers import licence_record, poll_until
@@ -277,6 +277,73 @@ def test_r14_connector_worker_killed_mid_stream_loses_nothing_and_repeats_at_mos
     assert len(numbers) - len(set(numbers)) <= batch, (
         f"{len(numbers) - 700} duplicates (killed at {killed_at})"
     )
+    # a repeated row repeats its record id: one id per source row, whichever runtime published it
+    ids_of: dict[str, set[str]] = {}
+    for d in got:
+        ids_of.setdefault(d.value["licence_no"], set()).add(d.record_id)
+    assert all(len(ids) == 1 for ids in ids_of.values()), {n: i for n, i in ids_of.items() if len(i) > 1}
+    assert len({d.record_id for d in got}) == 700
+    assert published_rows(ctx, ds, 700) == 700  # lineage: one published row per source row
+
+
+def published_rows(ctx: BusContext, ds: str, want: int) -> int:
+    """Lineage rows of records published to ``ds``, once at least ``want`` are written (the validator's
+    ledger writes them right after producing the batch)."""
+
+    def count() -> int | None:
+        with ctx.store.session() as s:
+            n = s.scalar(
+                select(func.count()).select_from(RecordLineage).where(RecordLineage.dataset_id == ds)
+            )
+        return n if n is not None and n >= want else None
+
+    return int(poll_until(count, timeout=10, interval=0.05, what=f"{want} lineage rows of {ds}"))
+
+
+@sqlite_store
+def test_r14_a_source_batch_published_again_after_a_crash_repeats_its_record_ids(
+    ctx, data_plane, runtime, admin, tmp_path: Path, exchange: Exchange
+) -> None:
+    """The batch is on the bus but its position was never saved (the worker died in between): the
+    connector reads and publishes it again. Every record comes again with the id it had, so the grantee
+    drops the repeat by ``bus-record-id``, lineage keeps one row per source line, and the fingerprint
+    guard does not take the publisher's own repeat for re-collected data."""
+    market, _, psb, psb_key, ds, g = exchange
+    n = 30
+    path = tmp_path / "licences.jsonl"
+    path.write_text("".join(json.dumps(licence_record(i)) + "\n" for i in range(n)))
+    admin.register(
+        name="market-replay",
+        kind="file-source",
+        agency=market,
+        dataset=ds,
+        start=True,
+        config={"path": str(path), "format": "jsonl", "key_field": "licence_no"},
+    )
+    with subscriber(ctx, psb, psb_key, g["id"]) as sub:
+        first = receive(sub, n)
+        admin.status_when("market-replay", lambda c: c["status"].get("records_out") == n)
+        r = admin.http.post("/v1/connectors/market-replay/stop", headers=admin.h)
+        assert r.status_code == 200, r.text
+        admin.status_when("market-replay", lambda c: c["status"].get("state") == "stopped")
+        with ctx.store.session() as s:
+            # the crash: the batch was published, the position before it is what the store still holds
+            s.execute(update(Connector).where(Connector.name == "market-replay").values(position={}))
+        r = admin.http.post("/v1/connectors/market-replay/start", headers=admin.h)
+        assert r.status_code == 200, r.text
+        again = receive(sub, n)
+        again += sub.poll(1000, 0.5)
+    assert len(first) == n and len(again) == n  # the repeat was published, validated and delivered
+    by_number = {d.value["licence_no"]: d.record_id for d in first}
+    assert len(set(by_number.values())) == n
+    assert {d.value["licence_no"]: d.record_id for d in again} == by_number  # same ids, not new ones
+    assert published_rows(ctx, ds, n) == n
+    with ctx.store.session() as s:
+        outcomes = s.scalars(select(RecordLineage.outcome).where(RecordLineage.dataset_id == ds)).all()
+        incidents = s.scalar(select(func.count()).select_from(Incident))
+    assert set(outcomes) == {"accepted"} and incidents == 0  # not flagged as re-collection (R9)
+    status = admin.status_when("market-replay", lambda c: c["status"].get("records_out") == 2 * n)["status"]
+    assert status.get("dead_letters", 0) == 0
 
 
 @sqlite_store
