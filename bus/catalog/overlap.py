@@ -1,8 +1,10 @@
-"""R9 at submit time: refuse an entry that only re-collects data obtainable by sharing.
+"""R9 in the catalogue: refuse an entry that only re-collects data obtainable by sharing.
 
-Called by the submit endpoint inside its transaction. The comparison itself is the pure
-``bus.policy.overlap.compare_entry``; this module reads the other agencies' approved datasets and
-their current schemas from the store and turns the answer into a refusal or a reviewer's report.
+Called inside the transaction of the submit endpoint (``check_on_submit``) and of a new schema version of
+an approved dataset (``check_on_new_version``): an approved entry must not evolve its way into collecting
+another agency's data. The comparison itself is the pure ``bus.policy.overlap.compare_entry``; this module
+reads the other agencies' approved datasets and their current schemas from the store and turns the answer
+into a refusal or a reviewer's report.
 """
 
 from __future__ import annotations
@@ -46,6 +48,25 @@ def source_of(ds: Dataset, schema: dict[str, Any]) -> SourceDataset:
 
 def check_on_submit(session: Session, dataset: Dataset, schema: dict[str, Any]) -> dict[str, Any] | None:
     """Raise ``RecollectionOverlap`` for a full overlap; return a report dict for a partial one, else None."""
+    return _check(session, dataset, schema, f"dataset {dataset.id} collects nothing new")
+
+
+def check_on_new_version(
+    session: Session, dataset: Dataset, schema: dict[str, Any], version: int
+) -> dict[str, Any] | None:
+    """The same check for schema ``version`` of an already approved dataset (R9 holds for its lifetime)."""
+    return _check(
+        session,
+        dataset,
+        schema,
+        f"schema version {version} of dataset {dataset.id} would collect nothing new",
+        version=version,
+    )
+
+
+def _check(
+    session: Session, dataset: Dataset, schema: dict[str, Any], what: str, **extra: Any
+) -> dict[str, Any] | None:
     report = compare_entry(
         fields_of_schema(schema), dataset.owner_id, shareable_sources(session, exclude_owner=dataset.owner_id)
     )
@@ -54,10 +75,11 @@ def check_on_submit(session: Session, dataset: Dataset, schema: dict[str, Any]) 
             f"{s.dataset} (owner {s.owner}: {', '.join(s.fields)})" for s in report.request_instead
         )
         raise RecollectionOverlap(
-            f"dataset {dataset.id} collects nothing new: every field is already obtainable by sharing (R9). "
+            f"{what}: every field is already obtainable by sharing (R9). "
             f"Request a grant on {names} instead of collecting the data again.",
             request_instead=[s.as_dict() for s in report.request_instead],
             fields=[c.field for c in report.covered],
+            **extra,
         )
     if report.partial:
         return report.as_dict()

@@ -251,20 +251,7 @@ def submit(ctx: BusContext, caller: Caller, dataset_id: str) -> dict[str, Any]:
                 {"schema_version": ds.schema_version, "overlap": report},
             )
     except RecollectionOverlap as exc:
-        with ctx.store.session() as s:  # the refusal is a decision too: on the record, in its own transaction
-            audit.append(
-                s,
-                caller.id,
-                "dataset.submit_refused",
-                "dataset",
-                dataset_id,
-                {
-                    "code": exc.code,
-                    "detail": exc.detail,
-                    **{k: v for k, v in exc.extra.items() if k != "errors"},
-                },
-            )
-        _overlap_incident(ctx, caller.id, dataset_id, exc)
+        _overlap_refused(ctx, caller.id, dataset_id, exc, "dataset.submit_refused")
         raise
     events.publish(ctx, [events.catalog_event("dataset.submitted", caller.id, ds, audit_seq=row.seq)])
     return dataset_json(ds, schema, caller)
@@ -319,9 +306,32 @@ def review(ctx: BusContext, caller: Caller, dataset_id: str, body: ReviewIn) -> 
     return dataset_json(ds, schema, caller)
 
 
-def _overlap_incident(ctx: BusContext, agency_id: str, dataset_id: str, exc: RecollectionOverlap) -> None:
-    """R9/R15: a submit refused as re-collection opens (or grows) an incident, outside the rolled-back
-    submit transaction; failing to record it never hides the refusal from the caller."""
+def _overlap_refused(
+    ctx: BusContext, agency_id: str, dataset_id: str, exc: RecollectionOverlap, action: str
+) -> None:
+    """R9/R15: a submit or a schema version refused as re-collection is a decision too: on the record
+    (audit ``action``) and an incident, each outside the rolled-back transaction of the refused change."""
+    with ctx.store.session() as s:
+        audit.append(
+            s,
+            agency_id,
+            action,
+            "dataset",
+            dataset_id,
+            {
+                "code": exc.code,
+                "detail": exc.detail,
+                **{k: v for k, v in exc.extra.items() if k != "errors"},
+            },
+        )
+    _overlap_incident(ctx, agency_id, dataset_id, exc, action)
+
+
+def _overlap_incident(
+    ctx: BusContext, agency_id: str, dataset_id: str, exc: RecollectionOverlap, action: str
+) -> None:
+    """R9/R15: a change refused as re-collection opens (or grows) an incident, outside the rolled-back
+    transaction; failing to record it never hides the refusal from the caller."""
     from bus.lineage.incidents import record_violations
 
     try:
@@ -339,7 +349,8 @@ def _overlap_incident(ctx: BusContext, agency_id: str, dataset_id: str, exc: Rec
         )
     except Exception:
         log.warning(
-            "submit of %s refused (%s), but the incident could not be recorded",
+            "%s: %s refused (%s), but the incident could not be recorded",
+            action,
             dataset_id,
             exc.code,
             exc_info=True,
@@ -392,7 +403,23 @@ def add_schema_version(
     """R2: a new schema version (compatible with the current one once approved); ``(view, created)``.
 
     The same schema as the current version is a no-op (``created`` is False), so retries are safe.
+    R9: a new version of an approved dataset is checked for re-collection like a submit (drafts are
+    checked when they are submitted): a full overlap is refused (``recollection.overlap``, audited as
+    ``dataset.schema_refused``, an incident) and nothing is stored; a partial one is stored on the entry
+    for the reviewers, recorded in the audit event and returned as ``overlap``.
     """
+    try:
+        return _add_schema_version(ctx, caller, dataset_id, raw)
+    except RecollectionOverlap as exc:
+        _overlap_refused(ctx, caller.id, dataset_id, exc, "dataset.schema_refused")
+        raise
+
+
+def _add_schema_version(
+    ctx: BusContext, caller: Caller, dataset_id: str, raw: Any
+) -> tuple[dict[str, Any], bool]:
+    from bus.catalog import overlap
+
     schema = parse_catalog_schema(raw)
     with ctx.store.session() as s:
         ds = _load(s, dataset_id, lock=True)
@@ -414,20 +441,19 @@ def add_schema_version(
             catalog_fields(schema),
         )
         version = ds.schema_version + 1
+        approved = ds.status == DatasetStatus.APPROVED
+        facts: dict[str, Any] = {"version": version, "previous": version - 1, "status": ds.status}
+        if approved:  # R9 for the entry's lifetime: it must not evolve into re-collecting
+            facts["overlap"] = ds.overlap = overlap.check_on_new_version(s, ds, schema, version)
         s.add(SchemaVersion(dataset_id=ds.id, version=version, schema=schema))
         ds.schema_version = version
-        row = audit.append(
-            s,
-            caller.id,
-            "dataset.schema_added",
-            "dataset",
-            ds.id,
-            {"version": version, "previous": version - 1, "status": ds.status},
-        )
+        row = audit.append(s, caller.id, "dataset.schema_added", "dataset", ds.id, facts)
     events.publish(ctx, [events.catalog_event("dataset.schema_added", caller.id, ds, audit_seq=row.seq)])
-    if ds.status == DatasetStatus.APPROVED:
+    view = _version_json(ds, version, schema, caller)
+    if approved:
         _announce(ctx, ds.id)
-    return _version_json(ds, version, schema, caller), True
+        view["overlap"] = facts["overlap"]
+    return view, True
 
 
 def _version_json(ds: Dataset, version: int, schema: dict[str, Any], caller: Caller) -> dict[str, Any]:

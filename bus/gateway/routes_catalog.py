@@ -80,7 +80,8 @@ def retire(
 
 
 @router.put(
-    "/v1/datasets/{dataset_id}/schema", summary="Add a schema version (owner); refused if incompatible"
+    "/v1/datasets/{dataset_id}/schema",
+    summary="Add a schema version (owner); refused if incompatible or re-collecting (R9)",
 )
 def put_schema(
     dataset_id: str,

@@ -28,13 +28,14 @@ from bus.errors import (
     IdempotencyKeyReused,
     RecordInvalid,
     RequestInvalid,
+    Suspended,
     Unavailable,
 )
 from bus.exchange.ledger import PublishBatch
 from bus.exchange.policy_cache import parsed_schema
 from bus.exchange.publishing import admission, encode, field_names, too_large
 from bus.exchange.record_ids import new_record_id
-from bus.gateway.auth import Principal, current_principal
+from bus.gateway.auth import Principal, publishing_principal, suspended_refusal
 from bus.gateway.plane import Plane, plane_of
 from bus.lineage import tracing
 from bus.vocab import Header as H
@@ -73,12 +74,23 @@ class _Acks:
 
 
 def publish_records(
-    plane: Plane, publisher: str, dataset_id: str, records: list[Any], traceparent: str | None = None
+    plane: Plane,
+    publisher: str,
+    dataset_id: str,
+    records: list[Any],
+    traceparent: str | None = None,
+    *,
+    suspended: bool = False,
 ) -> dict[str, Any]:
-    """Validate and publish one request's records; the per-record answer of the endpoint."""
+    """Validate and publish one request's records; the per-record answer of the endpoint.
+
+    ``suspended``: the store said the publisher is suspended when it authenticated; refused even when the
+    policy snapshot has not caught up yet (R15, fail closed)."""
     ctx = plane.ctx
     snap = plane.cache.fresh()
     refusal = admission(snap, dataset_id, publisher)
+    if suspended and (refusal is None or refusal.code == Suspended.code):  # the owner itself is suspended
+        refusal = suspended_refusal(ctx, publisher)
     if refusal is not None:
         if refusal.code in VIOLATIONS:
             plane.ledger.violations(
@@ -282,7 +294,7 @@ _BODY_DOC = {
 async def post_records(
     dataset_id: str,
     request: Request,
-    principal: Principal = Depends(current_principal),
+    principal: Principal = Depends(publishing_principal),  # a suspended owner is refused below, on record
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
     traceparent: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -293,7 +305,9 @@ async def post_records(
     plane = plane_of(request)
 
     def run() -> dict[str, Any]:
-        return publish_records(plane, principal.id, dataset_id, records, traceparent)
+        return publish_records(
+            plane, principal.id, dataset_id, records, traceparent, suspended=principal.suspended
+        )
 
     if idempotency_key is None:
         answer = await run_in_threadpool(run)

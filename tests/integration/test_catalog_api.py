@@ -487,7 +487,12 @@ def test_r2_schema_versions_are_checked_stored_and_fetchable(bus: Bus, ctx: BusC
         }
     )
     r = bus.call("market", "PUT", url, json=v2)
-    assert r.status_code == 201 and r.json() == {"dataset": "market-licences", "version": 2, "schema": v2}
+    assert r.status_code == 201 and r.json() == {
+        "dataset": "market-licences",
+        "version": 2,
+        "schema": v2,
+        "overlap": None,  # R9 re-checked: nobody else shares an e-mail address
+    }
     assert (
         bus.call("market", "PUT", url, json={"schema": v2}).status_code == 200
     )  # the same again: no new version
@@ -521,6 +526,120 @@ def test_r2_schema_versions_are_checked_stored_and_fetchable(bus: Bus, ctx: BusC
         ]
     ]
     assert actions.count("dataset.schema_added") == 1
+
+
+def _people(name: str, *fields: tuple[str, str | None]) -> dict[str, Any]:
+    """``(field, semantic)`` -> a catalogue schema of strings."""
+    out: list[dict[str, Any]] = []
+    for fname, sem in fields:
+        out.append({"name": fname, "type": "string", "sensitivity": "personal"})
+        if sem:
+            out[-1]["semantic"] = sem
+    return {"type": "record", "name": name, "namespace": "gov.test", "fields": out}
+
+
+PSB_PEOPLE = _people("People", ("id_number", "person.id_number"), ("name", "person.name"))
+# market's register, approved as collecting nothing comparable (no semantics declared yet)
+MARKET_V1 = _people("Holders", ("holder_id", None), ("holder_name", None))
+
+
+def _recollection_world(bus: Bus) -> str:
+    bus.approved("psb", entry("psb-people", schema=PSB_PEOPLE))
+    approved = bus.approved("market", entry("market-holders", schema=MARKET_V1))
+    assert approved["overlap"] is None
+    return "/v1/datasets/market-holders/schema"
+
+
+def test_r9_a_schema_version_that_evolves_into_recollection_is_refused_and_nothing_is_stored(
+    bus: Bus, ctx: BusContext
+) -> None:
+    """R9 holds for the entry's lifetime: a new version of an approved dataset whose every field is
+    obtainable from another agency is refused like a submit (409, audited, an incident); v1 stays."""
+    url = _recollection_world(bus)
+    v2 = _people("Holders", ("holder_id", "person.id_number"), ("holder_name", "person.name"))
+    body = problem(bus.call("market", "PUT", url, json=v2), 409, "recollection.overlap")
+    assert "schema version 2 of dataset market-holders would collect nothing new" in body["detail"]
+    assert "psb-people" in body["detail"] and "holder_id, holder_name" in body["detail"]
+    assert body["fields"] == ["holder_id", "holder_name"] and body["version"] == 2
+    assert body["request_instead"] == [
+        {
+            "dataset": "psb-people",
+            "owner": "psb",
+            "attribute": "unconditional",
+            "fields": ["holder_id", "holder_name"],
+            "source_fields": ["id_number", "name"],
+        }
+    ]
+    # nothing changed: the stored versions, the current one, the entry
+    with ctx.store.session() as s:
+        stored = s.scalars(select(SchemaVersion).where(SchemaVersion.dataset_id == "market-holders")).all()
+        assert [(sv.version, sv.schema) for sv in stored] == [(1, MARKET_V1)]
+    got = bus.call("market", "GET", "/v1/datasets/market-holders").json()
+    assert (got["schema_version"], got["schema"], got["status"], got["overlap"]) == (
+        1,
+        MARKET_V1,
+        "approved",
+        None,
+    )
+    # on the record, like a refused submit
+    events_ = bus.call("admin", "GET", "/v1/audit/events", params={"subject": "market-holders"}).json()[
+        "events"
+    ]
+    assert [e["action"] for e in events_][-1] == "dataset.schema_refused"
+    assert events_[-1]["actor"] == "market" and events_[-1]["data"]["code"] == "recollection.overlap"
+    assert "dataset.schema_added" not in [e["action"] for e in events_]
+    # the same incident the submit path opens (kind recollection, high), grown by a repeat
+    assert bus.call("market", "PUT", url, json=v2).status_code == 409
+    found = [
+        i
+        for i in bus.call("admin", "GET", "/v1/incidents").json()["incidents"]
+        if i["dataset_id"] == "market-holders"
+    ]
+    assert [(i["kind"], i["agency_id"], i["severity"], i["status"], i["count"]) for i in found] == [
+        ("recollection", "market", "high", "open", 2)
+    ]
+    assert "recollection.overlap" in found[0]["evidence"]["codes"]
+    assert "psb-people" in found[0]["evidence"]["last_detail"]
+
+
+def test_r9_a_harmless_schema_version_passes_and_a_partial_overlap_is_reported_as_at_submit(
+    bus: Bus,
+) -> None:
+    url = _recollection_world(bus)
+    v2 = copy.deepcopy(MARKET_V1)
+    v2["fields"].append({"name": "licence_class", "type": ["null", "string"], "default": None})
+    r = bus.call("market", "PUT", url, json=v2)
+    assert r.status_code == 201, r.text
+    assert (r.json()["version"], r.json()["overlap"]) == (2, None)
+    v3 = copy.deepcopy(v2)
+    v3["fields"][0]["semantic"] = "person.id_number"  # one field now obtainable from psb: partial
+    r = bus.call("market", "PUT", url, json=v3)
+    assert r.status_code == 201, r.text
+    report = r.json()["overlap"]
+    assert report["kind"] == "partial" and report["new_fields"] == ["holder_name", "licence_class"]
+    assert [c["field"] for c in report["covered_fields"]] == ["holder_id"]
+    assert report["request_instead"][0]["dataset"] == "psb-people"
+    # shown to the reviewers on the entry and kept in the audit event, as at submit
+    assert bus.call("dmd", "GET", "/v1/datasets/market-holders").json()["overlap"] == report
+    assert bus.call("psb", "GET", "/v1/datasets/market-holders").json()["overlap"] is None  # not to others
+    events_ = bus.call(
+        "admin",
+        "GET",
+        "/v1/audit/events",
+        params={"subject": "market-holders", "action": "dataset.schema_added"},
+    ).json()["events"]
+    assert [(e["data"]["version"], e["data"]["overlap"]) for e in events_] == [(2, None), (3, report)]
+    assert bus.call("market", "GET", "/v1/datasets/market-holders").json()["schema_version"] == 3
+
+
+def test_r9_a_draft_schema_is_checked_at_submit_not_at_each_edit(bus: Bus) -> None:
+    """Drafts are work in progress: a new draft version is not refused, the submit is."""
+    bus.approved("psb", entry("psb-people", schema=PSB_PEOPLE))
+    assert bus.create("market", entry("market-holders", schema=MARKET_V1)).status_code == 201
+    v2 = _people("Holders", ("holder_id", "person.id_number"), ("holder_name", "person.name"))
+    r = bus.call("market", "PUT", "/v1/datasets/market-holders/schema", json=v2)
+    assert r.status_code == 201 and "overlap" not in r.json()
+    problem(bus.call("market", "POST", "/v1/datasets/market-holders/submit"), 409, "recollection.overlap")
 
 
 def test_r2_schema_changes_respect_state_and_sharing(bus: Bus) -> None:
