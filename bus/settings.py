@@ -33,6 +33,13 @@ class Settings(BaseSettings):
         description="'embedded' (short sessions, fast fetch) or 'cluster'; 'auto' picks embedded when no "
         "external bootstrap is set",
     )
+    worker_group_mode: bool = Field(
+        default=False,
+        description="validators and routers subscribe as the Kafka consumer groups "
+        "'<prefix>bus.validator' and '<prefix>bus.router' instead of assigning every partition to "
+        "themselves: set it on every node when extra `databus worker ... --group` replicas share the "
+        "work (docker-compose does)",
+    )
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None,
         validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "BUS_OTEL_EXPORTER_OTLP_ENDPOINT"),

@@ -75,7 +75,8 @@ def worker(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     w.start()
-    console.print(f"{kind.value} started (group {w.group_id}, {'subscribe' if group else 'assign'} mode)")
+    mode = "subscribe" if w.group_mode else "assign"
+    console.print(f"{kind.value} started (group {w.group_id}, {mode} mode)")
     try:
         while not stop.wait(0.5):
             if not w.alive():

@@ -6,8 +6,9 @@ unreachable, a produce failed), the consumer is rewound to the batch's first off
 after a backoff, so nothing is skipped and nothing is delivered unchecked (fail closed).
 
 By default the worker *assigns* itself every partition of the topics matching its prefix (starts in
-milliseconds on the embedded broker) and rescans for new topics twice a second. With ``group`` set it
-*subscribes* instead, so several processes share the partitions as one Kafka consumer group.
+milliseconds on the embedded broker) and rescans for new topics twice a second. With ``group`` set (or
+``BUS_WORKER_GROUP_MODE``) it *subscribes* instead, so several processes share the partitions as one
+Kafka consumer group, and refreshes metadata every second so a new dataset's topic is picked up.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from bus.context import BusContext
 from bus.errors import Unavailable
@@ -56,7 +57,10 @@ class BatchWorker(ABC):
     ) -> None:
         self.ctx = ctx
         self.topic_prefix = topic_prefix  # e.g. "<bus prefix>ingress."
-        self.group_mode = group is not None
+        # a worker that assigns itself every partition must never share its group with subscribers (it
+        # would deliver what they deliver, and its commits would fight theirs): with replicas, every
+        # worker of the kind subscribes (BUS_WORKER_GROUP_MODE on the nodes that run them in-process)
+        self.group_mode = group is not None or ctx.settings.worker_group_mode
         # the default group is derived from the worker's name: "<bus prefix>bus.validator", "...bus.router"
         self.group_id = group or f"{ctx.topics.prefix}bus.{self.name}"
         self.cache = cache or PolicyCache(ctx)
@@ -103,7 +107,12 @@ class BatchWorker(ABC):
             self._failed += 1
 
     def _run(self) -> None:
-        consumer = new_consumer(self.ctx.bootstrap, self.group_id, self.ctx.settings)
+        extra = {}
+        if self.group_mode:
+            # a regex subscription sees a topic created later (a newly approved dataset) only at the next
+            # metadata refresh: librdkafka's default of 5 minutes left new datasets unrouted that long
+            extra["topic.metadata.refresh.interval.ms"] = int(TOPIC_SCAN_INTERVAL * 2000)
+        consumer = new_consumer(self.ctx.bootstrap, self.group_id, self.ctx.settings, **extra)
         # room for the largest record the bus accepts plus its headers, so no accepted record is unsendable
         room = max(1_000_000, self.ctx.settings.max_record_bytes + 65_536)
         producer = new_producer(self.ctx.bootstrap, self.ctx.settings, **{"message.max.bytes": room})
@@ -138,7 +147,13 @@ class BatchWorker(ABC):
                     self._pause(consumer, msgs, exc, backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
                     continue
-                consumer.commit(offsets=_next_offsets(msgs), asynchronous=False)
+                try:
+                    consumer.commit(offsets=_next_offsets(msgs), asynchronous=False)
+                except KafkaException as exc:
+                    # the batch is delivered and its bookkeeping written; a refused commit (a rebalance
+                    # took the partition, the broker is briefly away) only means the next owner of these
+                    # offsets reads the batch again: at-least-once, never a reason to stop the worker
+                    log.warning("%s: commit refused (%s); the batch may be delivered again", self.name, exc)
                 self.batches += 1
                 backoff = 0.1
                 if self.paused_since is not None:

@@ -80,3 +80,20 @@ def test_scaled_out_router_command_is_a_valid_databus_invocation() -> None:
     assert result.exit_code == 0, result.output
     group = command[command.index("--group") + 1]
     assert group and not group.startswith("-")
+
+
+def test_r14_router_replicas_share_one_consumer_group_with_the_bus_router() -> None:
+    """The bus's in-process router and the replicas must be members of one group: a router that assigns
+    itself every partition next to subscribers would deliver every record twice and its commits would
+    fight theirs. So the bus runs its workers in group mode, and the replicas name the group the bus's
+    router derives (``<BUS_TOPIC_PREFIX>bus.router``)."""
+    from bus.settings import Settings
+
+    services = _compose()["services"]
+    env = services["bus"]["environment"]
+    settings = Settings(**{k[4:].lower(): v for k, v in env.items() if k in ("BUS_WORKER_GROUP_MODE",)})
+    assert settings.worker_group_mode is True
+    command = services["router"]["command"]
+    prefix = env.get("BUS_TOPIC_PREFIX", "")
+    assert command[command.index("--group") + 1] == f"{prefix}bus.router"
+    assert services["router"]["environment"] == env  # same bus: same prefix, keys, store
