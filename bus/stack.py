@@ -63,6 +63,7 @@ class Stack:
         self.tracing: Any = None  # bus.lineage.tracing.Tracing, started with the context
         self.workers: list[Worker] = []
         self._server: Any = None
+        self._app: Any = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -104,7 +105,8 @@ class Stack:
         from bus.gateway.app import create_app
 
         assert self.ctx is not None
-        config = uvicorn.Config(create_app(self.ctx), host=self.host, port=self.port, log_level="warning",
+        self._app = create_app(self.ctx)
+        config = uvicorn.Config(self._app, host=self.host, port=self.port, log_level="warning",
                                 lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # the CLI owns signals
@@ -118,6 +120,10 @@ class Stack:
             if self._thread is not None:
                 self._thread.join(timeout=10)
             self._server = None
+            from bus.gateway.plane import close_plane
+
+            with contextlib.suppress(Exception):
+                close_plane(self._app)  # pooled HTTP readers, pending HTTP lineage
         for worker in reversed(self.workers):
             with contextlib.suppress(Exception):
                 worker.stop()

@@ -38,6 +38,7 @@ from bus.exchange.record_ids import new_record_id
 from bus.gateway.auth import Principal, publishing_principal, suspended_refusal
 from bus.gateway.plane import Plane, plane_of
 from bus.lineage import tracing
+from bus.lineage.recorder import position_callback
 from bus.vocab import Header as H
 
 router = APIRouter(tags=["publish"])
@@ -59,7 +60,8 @@ class RecordsIn(BaseModel):
 
 
 class _Acks:
-    """Counts broker acknowledgements of one request's records (one callback object per request)."""
+    """Failed broker acknowledgements of one request's records (one object per request); successful
+    ones write their partition and offset into the record's lineage row (``position_callback``)."""
 
     def __init__(self) -> None:
         self.failed = 0
@@ -166,23 +168,27 @@ def publish_records(
     with tracing.send_span(topic, len(accepted)) as send:  # child of the HTTP request's span
         base += send.headers
         trace_id = send.trace_id
+        rows = []  # lineage of the accepted records; each delivery callback fills partition and offset
         for _, _, value, rid in accepted:
+            row = _lineage(rid, dataset_id, publisher, now, trace_id, "accepted", version, len(value))
+            rows.append(row)
+            headers = [(H.RECORD_ID, rid.encode()), *base]
+            delivered = position_callback(row, acks)
             while True:
                 try:
-                    producer.produce(
-                        topic, value, None, headers=[(H.RECORD_ID, rid.encode()), *base], on_delivery=acks
-                    )
+                    producer.produce(topic, value, None, headers=headers, on_delivery=delivered)
                     break
                 except BufferError:
                     producer.poll(0.05)
+        # flush sends at once (no linger) and returns only when every delivery callback of the producer
+        # has run, whichever thread served it: the rows hold their positions from here on
         unconfirmed = bool(accepted) and bool(producer.flush(30) or acks.failed)
     if unconfirmed:
         raise Unavailable(
             f"the broker did not acknowledge {acks.failed or 'some'} record(s) ({acks.error}); "
             "nothing of this request is confirmed, retry it with the same Idempotency-Key"
         )
-    for _, _, value, rid in accepted:
-        batch.add(_lineage(rid, dataset_id, publisher, now, trace_id, "accepted", version, len(value)))
+    batch.lineage.extend(rows)  # written only now: acknowledged, each row naming its place in the topic
     if accepted:
         plane.guard.remember_batch(
             dataset_id, publisher, [r for _, r, _, _ in accepted], [a[3] for a in accepted]

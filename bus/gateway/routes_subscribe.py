@@ -5,6 +5,10 @@ Only the grantee reads a grant (``auth.forbidden``, recorded as a violation), on
 holds the next offset of every partition of ``deliver.<grant>``. An open stream re-checks the grant
 whenever the policy version moves (one Redis GET per poll, at least every half second), so revocation
 or suspension ends it within a second with an ``error`` event.
+
+Page requests reuse readers: the gateway keeps the reader that answered a page (``plane.ReaderPool``)
+for the request that continues from its ``next`` cursor, so following a cursor costs no new consumer,
+connection or metadata round trip. The grant is still checked on every request first.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import base64
 import binascii
 import io
 import json
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -67,8 +73,17 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+PARTITION_RECHECK_SECONDS = 5.0  # a long-lived reader looks for new partitions of its topic this often
+
+
 class GrantReader:
-    """A consumer of one grant's delivery topic positioned at a cursor (no group membership, no commits)."""
+    """A consumer of one grant's delivery topic positioned at a cursor (no group membership, no commits).
+
+    Used by one request at a time (the pool hands it out exclusively), but the SSE stream may close it
+    from another thread while a read runs in a worker thread: ``read`` and ``close`` take one lock, so
+    the consumer is never closed under a concurrent poll (librdkafka crashes the process then), and a
+    read after ``close`` returns nothing.
+    """
 
     def __init__(self, plane: Plane, grant: Readable, cursor: dict[int, int]) -> None:
         self.plane = plane
@@ -80,8 +95,12 @@ class GrantReader:
             consumer_config(plane.ctx.bootstrap, f"http-{uuid.uuid4().hex}", plane.ctx.settings)
         )
         self._assigned: set[int] = set()
+        self._checked_at = 0.0  # time.monotonic() of the last partition lookup
+        self._lock = threading.Lock()
+        self.closed = False
 
     def _assign(self) -> None:
+        self._checked_at = time.monotonic()
         parts = [p for p in partitions_of(self.consumer, self.topic, timeout=2) if p not in self._assigned]
         if parts:
             self.consumer.incremental_assign(
@@ -90,10 +109,16 @@ class GrantReader:
             self._assigned.update(parts)
 
     def read(self, limit: int, timeout: float) -> list[dict[str, Any]]:
-        if not self._assigned:
-            self._assign()
-            if not self._assigned:
+        with self._lock:
+            if self.closed:
                 return []
+            if not self._assigned or time.monotonic() - self._checked_at >= PARTITION_RECHECK_SECONDS:
+                self._assign()
+                if not self._assigned:
+                    return []
+            return self._read(limit, timeout)
+
+    def _read(self, limit: int, timeout: float) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         while len(out) < limit:
             msgs = self.consumer.consume(min(limit - len(out), 1000), timeout if not out else 0.02)
@@ -141,7 +166,12 @@ class GrantReader:
         )
 
     def close(self) -> None:
-        self.consumer.close()
+        """Close the consumer once; waits for a read in progress in another thread to return."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self.consumer.close()
 
 
 def readable(plane: Plane, principal: Principal, grant_id: str) -> Readable:
@@ -175,16 +205,24 @@ def get_records(
     wait: float = Query(0.5, ge=0, le=10, description="seconds to wait for the first record"),
 ) -> dict[str, Any]:
     plane = plane_of(request)
-    grant = readable(plane, principal, grant_id)
+    try:
+        grant = readable(plane, principal, grant_id)
+    except BusError as err:
+        if err.code != AuthForbidden.code:  # revoked, expired, suspended: its idle readers go now
+            plane.readers.drop_grant(grant_id)
+        raise
     cursor = decode_cursor(after)
     if limit == 0:
         return {"grant": grant_id, "records": [], "next": after or encode_cursor(cursor)}
-    reader = GrantReader(plane, grant, cursor)
+    pool = plane.readers
+    reader = pool.take(grant, encode_cursor(cursor), lambda: GrantReader(plane, grant, cursor))
     try:
         records = reader.read(limit, wait)
         next_cursor = reader.cursor()
-    finally:
-        reader.close()
+    except BaseException:
+        pool.discard(reader)  # its position may be past what the caller received
+        raise
+    pool.give_back(reader)
     reader.record_consumed(records, "http")
     for r in records:
         r.pop("size", None)

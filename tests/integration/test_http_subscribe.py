@@ -1,4 +1,9 @@
-"""Publishing and reading over HTTP and SSE (R7, R8, R13, R14); the SDK discovers the bus via the gateway."""
+"""Publishing and reading over HTTP and SSE (R7, R8, R13, R14); the SDK discovers the bus via the gateway.
+
+Also: the lineage of an HTTP-published record names its partition and offset in ``data.<dataset>``;
+page reads reuse the gateway's pooled readers without changing what a cursor means; an SSE client
+leaving in the middle of a read never crashes the gateway.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,17 @@ import time
 
 import httpx
 import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from bus.client import Publisher, Subscriber
 from bus.errors import BusError
+from bus.exchange.kafka import consumer_config, partitions_of, text_headers
+from bus.gateway.plane import Plane
+from bus.gateway.routes_subscribe import GrantReader
+from bus.grants import service
+from bus.vocab import Header
 from tests.helpers import licence_record, poll_until
-from tests.integration.dataplane_helpers import api, grant_body, receive
+from tests.integration.dataplane_helpers import agency, api, grant_body, receive
 
 
 @pytest.fixture
@@ -71,9 +82,11 @@ def test_r13_http_publish_answers_per_record_and_honours_idempotency_key(exchang
     assert sorted(r["record_id"] for r in got) == sorted(answer["record_ids"])  # the replay published nothing
 
 
-def _read_all(client: httpx.Client, grant_id: str, n: int, limit: int = 100) -> list[dict]:
+def _read_all(
+    client: httpx.Client, grant_id: str, n: int, limit: int = 100, after: str | None = None
+) -> list[dict]:
     got: list[dict] = []
-    cursor = None
+    cursor = after
     deadline = time.monotonic() + 15
     while len(got) < n and time.monotonic() < deadline:
         page = client.get(
@@ -156,3 +169,158 @@ def test_sdk_discovers_the_bus_through_the_gateway(exchange) -> None:
     with pytest.raises(BusError) as info:
         Subscriber.from_gateway(url, exchange["tax"], exchange["grant"])
     assert info.value.code == "auth.forbidden"
+
+
+# --- lineage positions of HTTP-published records (issue 4) ----------------------------------------------
+def _positions_in(ctx, topic: str, n: int) -> dict[str, tuple[int, int]]:
+    """record id -> (partition, offset) of every record of ``topic``, read with a plain consumer."""
+    consumer = Consumer(consumer_config(ctx.bootstrap, f"test-{time.monotonic_ns()}", ctx.settings))
+    try:
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions_of(consumer, topic)])
+        found: dict[str, tuple[int, int]] = {}
+
+        def more() -> bool:
+            for m in consumer.consume(1000, 0.2):
+                if m.error() is None:
+                    found[text_headers(m)[Header.RECORD_ID]] = (m.partition(), m.offset())
+            return len(found) >= n
+
+        poll_until(more, what=f"{n} records in {topic}")
+        return found
+    finally:
+        consumer.close()
+
+
+def test_r14_lineage_of_http_published_records_names_their_partition_and_offset(
+    exchange, ctx, agency_factory
+) -> None:
+    _, auditor_key = agency_factory("auditor", roles=("auditor",))
+    with api(exchange["stack"], exchange["market"]) as market:
+        ids: list[str] = []
+        for batch in range(3):
+            answer = market.post(
+                f"/v1/datasets/{exchange['ds']}/records",
+                json={"records": [licence_record(batch * 10 + i) for i in range(10)]},
+            ).json()
+            ids += answer["record_ids"]
+    assert len(ids) == 30
+    where = _positions_in(ctx, ctx.topics.data(exchange["ds"]), 30)
+    with api(exchange["stack"], auditor_key) as auditor:
+
+        def position(rid: str) -> dict | None:
+            r = auditor.get(f"/v1/lineage/records/{rid}")  # written by the gateway's ledger, shortly after
+            return r.json()["position"] if r.status_code == 200 else None
+
+        for rid in ids:
+            pos = poll_until(lambda rid=rid: position(rid), what=f"lineage of {rid}")
+            assert (pos["partition"], pos["offset"]) == where[rid], rid
+
+
+# --- pooled readers (issue 7) ----------------------------------------------------------------------------
+def _plane(exchange) -> Plane:
+    plane = exchange["stack"]._app.state.data_plane
+    assert plane is not None
+    return plane
+
+
+def test_r8_pooled_reads_return_each_record_once_in_order_across_many_pages(exchange, ctx) -> None:
+    with api(exchange["stack"], exchange["market"]) as market:
+        ids = []
+        for batch in range(4):
+            ids += market.post(
+                f"/v1/datasets/{exchange['ds']}/records",
+                json={"records": [licence_record(batch * 20 + i) for i in range(20)]},
+            ).json()["record_ids"]
+    where = _positions_in(ctx, ctx.topics.deliver(exchange["grant"]), 80)
+    with api(exchange["stack"], exchange["psb"]) as psb:
+        first = psb.get(f"/v1/grants/{exchange['grant']}/records", params={"limit": 7}).json()
+        assert len(first["records"]) == 7  # every record is delivered already
+        got = first["records"] + _read_all(psb, exchange["grant"], 73, limit=7, after=first["next"])
+        pool = _plane(exchange).readers
+        created, reused = pool.created, pool.reused
+        assert len(got) == 80 and sorted(r["record_id"] for r in got) == sorted(ids)  # each record once
+        for r in got:
+            assert (r["partition"], r["offset"]) == where[r["record_id"]]
+        per_partition: dict[int, list[int]] = {}
+        for r in got:
+            per_partition.setdefault(r["partition"], []).append(r["offset"])
+        assert all(offsets == sorted(offsets) for offsets in per_partition.values())  # in order
+        assert created == 1 and reused >= 11  # 12+ pages, the reader of each page went on to the next
+        # an older cursor still means what it meant: everything after the first page, from a new reader
+        again = _read_all(psb, exchange["grant"], 73, limit=50, after=first["next"])
+        assert sorted(r["record_id"] for r in again) == sorted(r["record_id"] for r in got[7:])
+        assert pool.created == 2
+
+
+def test_r14_revoked_grant_is_not_served_from_a_pooled_reader(exchange) -> None:
+    with api(exchange["stack"], exchange["market"]) as market:
+        market.post(
+            f"/v1/datasets/{exchange['ds']}/records", json={"records": [licence_record(i) for i in range(5)]}
+        ).raise_for_status()
+    with api(exchange["stack"], exchange["psb"]) as psb:
+
+        def first_page() -> dict | None:
+            page = psb.get(f"/v1/grants/{exchange['grant']}/records", params={"limit": 2, "wait": 1}).json()
+            return page if page["records"] else None
+
+        page = poll_until(first_page, what="a first page")
+        pool = _plane(exchange).readers
+        assert pool.idle_count(exchange["grant"]) == 1  # the reader waits at page["next"]
+        with api(exchange["stack"], exchange["market"]) as market:
+            market.post(
+                f"/v1/grants/{exchange['grant']}/revoke", json={"reason": "end of inspection"}
+            ).raise_for_status()
+        resp = psb.get(f"/v1/grants/{exchange['grant']}/records", params={"after": page["next"]})
+        assert resp.status_code == 409 and resp.json()["code"] == "grant.not_active"
+        assert pool.idle_count(exchange["grant"]) == 0  # and its pooled reader is gone
+
+
+def test_r14_sse_client_leaving_in_the_middle_of_a_read_never_crashes_the_gateway(exchange) -> None:
+    """The stream's reader polls in a worker thread; the client going away closes it from another
+    thread, which must wait for the poll to return (closing under a poll crashes librdkafka)."""
+    with api(exchange["stack"], exchange["market"]) as market:
+        market.post(
+            f"/v1/datasets/{exchange['ds']}/records", json={"records": [licence_record(i) for i in range(3)]}
+        ).raise_for_status()
+    for _ in range(5):
+        with api(exchange["stack"], exchange["psb"]) as psb:
+            with psb.stream("GET", f"/v1/grants/{exchange['grant']}/stream") as resp:
+                assert resp.status_code == 200
+                for line in resp.iter_lines():
+                    if line.startswith("event: record"):
+                        break  # the stream is reading (it polls whenever it waits): leave now
+            assert psb.get("/healthz").status_code == 200
+    with api(exchange["stack"], exchange["psb"]) as psb:
+        assert len(_read_all(psb, exchange["grant"], 3)) == 3  # and it still serves
+
+
+def test_grant_reader_close_waits_for_a_read_in_another_thread(exchange, ctx) -> None:
+    with api(exchange["stack"], exchange["market"]) as market:
+        market.post(
+            f"/v1/datasets/{exchange['ds']}/records", json={"records": [licence_record(1)]}
+        ).raise_for_status()
+    with api(exchange["stack"], exchange["psb"]) as psb:
+        assert _read_all(psb, exchange["grant"], 1)
+    grant = service.readable(ctx, agency("psb"), exchange["grant"])
+    order: list[str] = []
+
+    class Recording(GrantReader):
+        def _read(self, limit: int, timeout: float) -> list:
+            out = super()._read(limit, timeout)
+            order.append("read returned")  # still holding the reader's lock
+            return out
+
+    reader = Recording(_plane(exchange), grant, {})
+    assert len(reader.read(100, 5)) == 1
+    order.clear()
+    result: list[list] = []
+    polling = threading.Thread(target=lambda: result.append(reader.read(100, 3.0)))  # nothing comes: 3 s
+    polling.start()
+    poll_until(reader._lock.locked, what="the read holding the reader")
+    reader.close()  # from this thread, while the other one polls
+    order.append("closed")
+    assert order == ["read returned", "closed"]  # close waited for the poll
+    poll_until(lambda: result, what="the read's answer")
+    assert result == [[]]
+    assert reader.read(100, 1.0) == []  # closed: reads nothing, touches no consumer
+    polling.join(5)
