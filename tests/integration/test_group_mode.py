@@ -10,7 +10,7 @@ import time
 from bus.exchange.router import Router
 from bus.exchange.validator import Validator
 from tests.helpers import licence_record, poll_until
-from tests.integration.dataplane_helpers import grant, publisher, receive, subscriber
+from tests.integration.dataplane_helpers import market_and_psb, publisher, receive, subscriber
 
 N = 400
 
@@ -28,10 +28,7 @@ def test_r14_router_replicas_in_one_group_share_new_topics_and_deliver_everythin
         w.start()
     try:
         # the dataset, its topics and the grant come after the replicas joined: they must find them
-        market, market_key = agency_factory("market")
-        psb, psb_key = agency_factory("psb")
-        ds = dataset_factory(market)
-        g = grant(ctx, psb, ds)
+        market, market_key, psb, psb_key, ds, g = market_and_psb(ctx, agency_factory, dataset_factory)
         with publisher(ctx, market, market_key, ds) as pub:
             ids = {pub.publish(licence_record(i), key=f"k{i}") for i in range(N)}
             pub.flush()
@@ -57,10 +54,7 @@ def test_r14_a_replica_joining_mid_stream_rebalances_without_losing_records_or_a
     validator.start()
     first.start()
     try:
-        market, market_key = agency_factory("market")
-        psb, psb_key = agency_factory("psb")
-        ds = dataset_factory(market)
-        g = grant(ctx, psb, ds)
+        market, market_key, psb, psb_key, ds, g = market_and_psb(ctx, agency_factory, dataset_factory)
         ids: set[str] = set()
         seen: set[str] = set()
         with publisher(ctx, market, market_key, ds) as pub, subscriber(ctx, psb, psb_key, g["id"]) as sub:
