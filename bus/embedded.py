@@ -219,6 +219,9 @@ class EmbeddedKafka:
 
     def stop(self) -> None:
         if self._proc:
+            from bus.exchange.kafka import drop_admin  # the data plane's module, loaded only when stopping
+
+            drop_admin(self.bootstrap)  # else the process's admin client retries this port until exit
             self._proc.stop()
             self._proc = None
 

@@ -9,7 +9,7 @@ Against a real cluster, workers started with ``--group`` subscribe instead and s
 
 from __future__ import annotations
 
-import functools
+import threading
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -86,10 +86,24 @@ def consumer_config(
     return conf
 
 
-@functools.cache
+_admins: dict[str, AdminClient] = {}
+_admins_lock = threading.Lock()
+
+
 def admin(bootstrap: str) -> AdminClient:
     """One admin client per bootstrap for the process (thread-safe; connecting costs tens of ms)."""
-    return AdminClient({"bootstrap.servers": bootstrap})
+    with _admins_lock:
+        client = _admins.get(bootstrap)
+        if client is None:
+            client = _admins[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
+        return client
+
+
+def drop_admin(bootstrap: str) -> None:
+    """Forget the cached admin client of a broker that is going away: left alive, librdkafka retries
+    the connection (and logs "Connection refused") every 50 ms until the process exits."""
+    with _admins_lock:
+        _admins.pop(bootstrap, None)
 
 
 def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 4, timeout: float = 10.0) -> None:
