@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, Message, Producer
 from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -38,7 +40,6 @@ from bus.exchange.record_ids import new_record_id
 from bus.gateway.auth import Principal, publishing_principal, suspended_refusal
 from bus.gateway.plane import Plane, plane_of
 from bus.lineage import tracing
-from bus.lineage.recorder import position_callback
 from bus.vocab import Header as H
 
 router = APIRouter(tags=["publish"])
@@ -60,19 +61,51 @@ class RecordsIn(BaseModel):
 
 
 class _Acks:
-    """Failed broker acknowledgements of one request's records (one object per request); successful
-    ones write their partition and offset into the record's lineage row (``position_callback``)."""
+    """The broker acknowledgements of one request's records (one object per request).
+
+    The gateway's producer is shared by every request: ``flush()`` would wait for all of them (under
+    steady concurrent publishing it may never come back within its timeout, answering ``unavailable``
+    for records that were acknowledged). A request waits only for its own records instead."""
 
     def __init__(self) -> None:
         self.failed = 0
         self.error: str | None = None
+        self.expected = 0
+        self._done = 0
         self._lock = threading.Lock()
+        self._all = threading.Event()
+        self._all.set()
 
-    def __call__(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
+    def track(self, row: dict[str, Any]) -> Callable[[KafkaError | None, Message], None]:
+        """The delivery callback of one record: fills its lineage row's partition and offset."""
+        with self._lock:
+            self.expected += 1
+            self._all.clear()
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
             with self._lock:
-                self.failed += 1
-                self.error = str(err)
+                if err is not None:
+                    self.failed += 1
+                    self.error = str(err)
+                else:
+                    row["partition"] = msg.partition()
+                    row["offset"] = msg.offset()
+                self._done += 1
+                if self._done >= self.expected:
+                    self._all.set()
+
+        return delivered
+
+    def wait(self, producer: Producer, timeout: float) -> bool:
+        """Serve delivery reports (anyone's: each callback updates its own request) until this request's
+        records are all acknowledged or failed; False when the deadline passed first."""
+        deadline = time.monotonic() + timeout
+        while not self._all.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            producer.poll(min(0.005, left))
+        return True
 
 
 def publish_records(
@@ -173,16 +206,16 @@ def publish_records(
             row = _lineage(rid, dataset_id, publisher, now, trace_id, "accepted", version, len(value))
             rows.append(row)
             headers = [(H.RECORD_ID, rid.encode()), *base]
-            delivered = position_callback(row, acks)
+            delivered = acks.track(row)
             while True:
                 try:
                     producer.produce(topic, value, None, headers=headers, on_delivery=delivered)
                     break
                 except BufferError:
                     producer.poll(0.05)
-        # flush sends at once (no linger) and returns only when every delivery callback of the producer
-        # has run, whichever thread served it: the rows hold their positions from here on
-        unconfirmed = bool(accepted) and bool(producer.flush(30) or acks.failed)
+        # every callback of this request has run once ``wait`` returns True, whichever thread served it:
+        # the rows hold their positions from here on
+        unconfirmed = bool(accepted) and (not acks.wait(producer, 30) or bool(acks.failed))
     if unconfirmed:
         raise Unavailable(
             f"the broker did not acknowledge {acks.failed or 'some'} record(s) ({acks.error}); "
