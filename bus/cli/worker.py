@@ -43,7 +43,7 @@ def worker(
         "cluster) instead of assigning every partition to this process",
     ),
 ) -> None:
-    """Run one validator or router until SIGTERM or Ctrl-C."""
+    """Run one data-plane worker (validator, router or connectors) until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     if not settings.kafka_bootstrap or not settings.redis_url:
