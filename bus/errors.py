@@ -64,6 +64,10 @@ class Conflict(BusError):
     code, status, title = "conflict", 409, "Conflict"
 
 
+class MethodNotAllowed(BusError):
+    code, status, title = "method_not_allowed", 405, "Method not allowed"
+
+
 # --- catalogue (R1-R6) ---------------------------------------------------------------------------
 class CatalogError(BusError, ValueError):
     code, status, title = "catalog.invalid", 422, "Catalogue entry refused"

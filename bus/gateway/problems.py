@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bus.errors import BusError
+from bus.errors import BusError, MethodNotAllowed, NotFound, RequestInvalid
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -41,9 +41,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http.error")
-        err = BusError(str(exc.detail), code=code)
-        err.status, err.title = exc.status_code, str(exc.detail)
+        # Only stable codes of bus.errors reach a caller: unknown route, wrong method, and a body that
+        # cannot be parsed (FastAPI's 400 for malformed JSON) is bad input like any other.
+        err: BusError
+        if exc.status_code == 404:
+            err = NotFound(str(exc.detail))
+        elif exc.status_code == 405:
+            err = MethodNotAllowed(str(exc.detail))
+        else:
+            err = RequestInvalid(str(exc.detail))
+        err.status = exc.status_code
         return problem_response(err, request)
 
     @app.exception_handler(Exception)

@@ -71,7 +71,7 @@ def list_grants(
     dataset: str | None = Query(None, max_length=64),
     role: Literal["grantee", "owner"] | None = None,
     limit: int = Query(200, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=1_000_000),  # unbounded, a huge offset overflowed the store (500)
 ) -> dict[str, Any]:
     return service.list_grants(
         ctx_of(request),
