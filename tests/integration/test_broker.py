@@ -95,3 +95,15 @@ def test_embedded_redis_is_a_real_server_with_append_only_file(redis_server: Emb
     assert client.get("probe") == b"1"
     assert client.config_get("appendonly")["appendonly"] == "yes"
     client.close()
+
+
+def test_ensure_topics_creates_once_and_is_idempotent(kafka: EmbeddedKafka, prefix: str) -> None:
+    """Creating topics that partly exist keeps the existing ones (no error, no change) and adds the rest
+    with the bus's partition count (grants and the receipts worker call this on every start)."""
+    from bus.exchange.kafka import admin
+
+    first, second = f"{prefix}a", f"{prefix}b"
+    ensure_topics(kafka.bootstrap, [first])
+    ensure_topics(kafka.bootstrap, [first, second, second])
+    topics = admin(kafka.bootstrap).list_topics(timeout=5).topics
+    assert len(topics[first].partitions) == 4 and len(topics[second].partitions) == 4
