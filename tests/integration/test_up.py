@@ -102,3 +102,17 @@ def test_health_is_503_naming_the_part_that_is_down(tmp_path: Path) -> None:
         assert body["parts"]["broker"]["ok"] and body["parts"]["store"]["ok"]
     finally:
         _stop(proc)
+
+
+def test_health_names_the_broker_when_it_does_not_answer(tmp_path: Path) -> None:
+    """R14 fail closed, seen by operators: a broker that does not answer makes /healthz 503 with the
+    broker named (checked with a DescribeCluster request, not by listing every topic)."""
+    port = free_port()
+    proc = _start(tmp_path / "data", port, BUS_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}")
+    try:
+        resp = poll_until(lambda: _healthz(port), timeout=60, what="gateway answering")
+        assert resp.status_code == 503
+        body = resp.json()
+        assert "broker" in body["failing"] and body["parts"]["store"]["ok"]
+    finally:
+        _stop(proc)
