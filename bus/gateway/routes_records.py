@@ -40,6 +40,7 @@ from bus.exchange.record_ids import new_record_id
 from bus.gateway.auth import Principal, publishing_principal, suspended_refusal
 from bus.gateway.plane import Plane, plane_of
 from bus.lineage import tracing
+from bus.lineage.recorder import position_callback
 from bus.vocab import Header as H
 
 router = APIRouter(tags=["publish"])
@@ -81,20 +82,16 @@ class _Acks:
         with self._lock:
             self.expected += 1
             self._all.clear()
+        return position_callback(row, self)
 
-        def delivered(err: KafkaError | None, msg: Message) -> None:
-            with self._lock:
-                if err is not None:
-                    self.failed += 1
-                    self.error = str(err)
-                else:
-                    row["partition"] = msg.partition()
-                    row["offset"] = msg.offset()
-                self._done += 1
-                if self._done >= self.expected:
-                    self._all.set()
-
-        return delivered
+    def __call__(self, err: KafkaError | None, _msg: Message) -> None:
+        with self._lock:
+            if err is not None:
+                self.failed += 1
+                self.error = str(err)
+            self._done += 1
+            if self._done >= self.expected:
+                self._all.set()
 
     def wait(self, producer: Producer, timeout: float) -> bool:
         """Serve delivery reports (anyone's: each callback updates its own request) until this request's

@@ -191,17 +191,17 @@ def _summary(table: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def position_callback(
-    row: dict[str, Any], on_error: Callable[[Any, Any], None]
+    row: dict[str, Any], on_report: Callable[[Any, Any], None]
 ) -> Callable[[Any, Any], None]:
     """A librdkafka delivery callback that writes the produced record's partition and offset into its
-    lineage ``row`` (before the batch's lineage is written) and passes failures to ``on_error``."""
+    lineage ``row`` (before the batch's lineage is written), then hands every report, failed or not, to
+    ``on_report`` (which counts failures, or waits for all of a request's records)."""
 
     def delivered(err: Any, msg: Any) -> None:
-        if err is not None:
-            on_error(err, msg)
-        else:
+        if err is None:
             row["partition"] = msg.partition()
             row["offset"] = msg.offset()
+        on_report(err, msg)
 
     return delivered
 
