@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from bus.samples import licence_record, licence_schema
 
-__all__ = ["ROOT", "licence_record", "licence_schema", "poll_until"]
+__all__ = ["ROOT", "catalog_entry", "licence_record", "licence_schema", "poll_until"]
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,3 +27,19 @@ def poll_until(
             return last
         time.sleep(interval)
     raise AssertionError(f"{what} not reached within {timeout}s (last: {last!r})")
+
+
+def catalog_entry(
+    dataset_id: str, schema: dict[str, Any] | None = None, sharing: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The smallest valid ``POST /v1/datasets`` body: basic, general, unconditional, the licence schema
+    unless another is given."""
+    return {
+        "id": dataset_id,
+        "title": dataset_id,
+        "description": "test",
+        "category": "basic",
+        "grade": "general",
+        "sharing": sharing or {"attribute": "unconditional"},
+        "schema": schema or licence_schema(),
+    }

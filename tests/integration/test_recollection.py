@@ -22,7 +22,7 @@ from bus.exchange.policy_events import announce
 from bus.gateway import problems
 from bus.policy.pseudonyms import grant_key, grant_tag, pseudonym
 from bus.store.models import Grant, Incident, RecordLineage
-from tests.helpers import licence_record, licence_schema, poll_until
+from tests.helpers import catalog_entry, licence_record, licence_schema, poll_until
 from tests.integration.dataplane_helpers import api as client_of
 from tests.integration.dataplane_helpers import grant, grant_body, publisher, receive, subscriber
 
@@ -107,15 +107,7 @@ class Api:
     def create(
         self, who: str, dataset_id: str, sch: dict[str, Any], sharing: dict[str, Any] | None = None
     ) -> None:
-        body = {
-            "id": dataset_id,
-            "title": dataset_id,
-            "description": "test",
-            "category": "basic",
-            "grade": "general",
-            "sharing": sharing or {"attribute": "unconditional"},
-            "schema": sch,
-        }
+        body = catalog_entry(dataset_id, sch, sharing)
         r = self.call(who, "POST", "/v1/datasets", json=body)
         assert r.status_code == 201, r.text
 

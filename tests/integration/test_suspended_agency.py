@@ -21,7 +21,7 @@ from bus.context import BusContext
 from bus.errors import Suspended
 from bus.gateway.app import ROUTERS, create_app
 from bus.schemas import load_schema
-from tests.helpers import licence_record, licence_schema, poll_until
+from tests.helpers import catalog_entry, licence_record, licence_schema, poll_until
 
 pytestmark = pytest.mark.integration
 PROBLEM = "application/problem+json"
@@ -70,15 +70,7 @@ class Bus:
 
 
 def entry(dataset_id: str, schema: dict[str, Any] | None = None, **sharing: Any) -> dict[str, Any]:
-    return {
-        "id": dataset_id,
-        "title": dataset_id,
-        "description": "test",
-        "category": "basic",
-        "grade": "general",
-        "sharing": sharing or {"attribute": "unconditional"},
-        "schema": schema or licence_schema(),
-    }
+    return catalog_entry(dataset_id, schema, sharing or None)
 
 
 def grant_body(dataset: str, fields: list[str]) -> dict[str, Any]:
