@@ -91,8 +91,7 @@ def test_r14_router_replicas_share_one_consumer_group_with_the_bus_router() -> N
 
     services = _compose()["services"]
     env = services["bus"]["environment"]
-    settings = Settings(**{k[4:].lower(): v for k, v in env.items() if k in ("BUS_WORKER_GROUP_MODE",)})
-    assert settings.worker_group_mode is True
+    assert Settings(worker_group_mode=env["BUS_WORKER_GROUP_MODE"]).worker_group_mode is True
     command = services["router"]["command"]
     prefix = env.get("BUS_TOPIC_PREFIX", "")
     assert command[command.index("--group") + 1] == f"{prefix}bus.router"
