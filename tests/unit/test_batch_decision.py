@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from bus.errors import BusError, RecollectionDetected, all_codes
 from bus.policy.batch import Incoming, classify, process_batch
-from bus.policy.projection import strip_logical_types, view_schema, field_rules
+from bus.policy.projection import field_rules, strip_logical_types, view_schema
 from bus.policy.routes import RouteTable
 from bus.policy.snapshot import AgencyState, DatasetState, GrantState, PolicySnapshot
 from bus.samples import licence_record, licence_schema
