@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     )
     lineage_retention_days: int = Field(default=365, description="how long lineage rows are kept")
     grant_key_rotate_hours: float = Field(
-        default=24, gt=0, description="a grant's data key is replaced this often (and at every change of the grant)"
+        default=24, gt=0, description="a grant's data key is replaced this often (and at every grant change)"
     )
     grant_key_retention_days: float = Field(
         default=30, ge=0, description="keys of an ended grant are destroyed this long after it ended"

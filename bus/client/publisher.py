@@ -10,6 +10,7 @@ and ``rejections()`` returns the ones this publisher sent.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -225,12 +226,12 @@ class Publisher:
             h = text_headers(m)
             key = value = None
             if m.value() is not None:
-                try:
+                with contextlib.suppress(EnvelopeError):  # not sealed by us: refused, value withheld
                     key, value = self._sealer.open(TopicKind.INGRESS, self.dataset, raw or b"", m.value())
-                except EnvelopeError:
-                    pass
             out.append(
-                Rejection(meta.record_id, h.get(Header.ERROR_CODE, ""), h.get(Header.ERROR_DETAIL, ""), key, value)
+                Rejection(
+                    meta.record_id, h.get(Header.ERROR_CODE, ""), h.get(Header.ERROR_DETAIL, ""), key, value
+                )
             )
         return out
 

@@ -103,7 +103,9 @@ class Subscriber:
 
         def keys() -> dict[str, bytes]:
             answer = _gateway.call(url, api_key, f"/v1/grants/{grant_id}/keys")
-            return {k["kid"]: base64.urlsafe_b64decode(k["k"] + "=" * (-len(k["k"]) % 4)) for k in answer["keys"]}
+            return {
+                k["kid"]: base64.urlsafe_b64decode(k["k"] + "=" * (-len(k["k"]) % 4)) for k in answer["keys"]
+            }
 
         return cls(
             bus["bootstrap"],

@@ -156,7 +156,8 @@ class DeliveryReader:
             try:
                 value: Any = fastavro.schemaless_reader(io.BytesIO(o.value), self._view(o.headers))
             except Exception as exc:  # not written with this view: dead-letter it rather than stall
-                self.undecodable.append((o.value, f"cannot decode with the grant's view schema: {exc}", o.headers))
+                detail = f"cannot decode with the grant's view schema: {exc}"
+                self.undecodable.append((o.value, detail, o.headers))
                 continue
             out.append(SinkRecord(o.meta.record_id, value, o.headers))
         return out

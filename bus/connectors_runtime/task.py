@@ -195,9 +195,11 @@ class ConnectorTask:
                 **extra,
             }
             rid = extra.get(Header.RECORD_ID, "")
-            meta = Meta(rid if is_record_id(rid) else new_record_id(), "", self.name, 1, kid=sealer.kid).pack()
-            sealed = sealer.seal(TopicKind.DEADLETTER, self.name, meta, None, value)  # the record stays sealed
-            producer.produce(topic, sealed, headers=[(META_HEADER, meta), *((k, v.encode()) for k, v in headers.items())])
+            rid = rid if is_record_id(rid) else new_record_id()
+            meta = Meta(rid, "", self.name, 1, kid=sealer.kid).pack()
+            sealed = sealer.seal(TopicKind.DEADLETTER, self.name, meta, None, value)  # stays sealed
+            clear = [(META_HEADER, meta), *((k, v.encode()) for k, v in headers.items())]
+            producer.produce(topic, sealed, headers=clear)
         remaining = producer.flush(30)
         if remaining:
             raise TransientFailure(f"{remaining} dead letters not acknowledged by the broker")

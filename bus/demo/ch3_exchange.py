@@ -279,7 +279,9 @@ def _forge(ctx: Any, psb_key: str) -> str:
 
 
 def eavesdrop(ctx: Any, needles: list[str]) -> tuple[int, int]:
-    """A plain Kafka consumer with no bus key reads every bus topic from the start: (messages, needles found)."""
+    """A plain Kafka consumer with no bus key reads every bus topic from the start.
+
+    Returns (messages read, published values found in their bytes)."""
     consumer = new_consumer(ctx.bootstrap, f"demo-eavesdropper-{time.time_ns()}")
     seen = found = 0
     try:

@@ -187,7 +187,7 @@ class BatchWorker(ABC):
             except Exception as exc:
                 if self.paused_since is None:
                     self.paused_since = time.monotonic()
-                    log.warning("%s: evidence of a delivered batch not stored yet (%s); retrying", self.name, exc)
+                    log.warning("%s: evidence of a delivered batch not stored (%s); retrying", self.name, exc)
                 self.last_error = f"evidence not stored: {exc}"
                 self._last_loop = time.monotonic()
                 if self._stop.wait(backoff):

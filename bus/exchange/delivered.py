@@ -42,14 +42,22 @@ class Dropped:
 
     def violation(self, agency_id: str | None, dataset_id: str | None) -> dict[str, Any]:
         kind = ViolationKind.FORGED_DELIVERY.value
-        return {"kind": kind, "code": kind, "agency_id": agency_id, "dataset_id": dataset_id,
-                "grant_id": self.grant_id, "record_ids": [], "trace_ids": [], "count": len(self.reasons),
-                "detail": f"{len(self.reasons)} record(s) on {self.topic} that the bus did not deliver were "
-                          f"dropped before reaching the grantee: {self.reasons[0]}"}
+        return {
+            "kind": kind,
+            "code": kind,
+            "agency_id": agency_id,
+            "dataset_id": dataset_id,
+            "grant_id": self.grant_id,
+            "record_ids": [],
+            "trace_ids": [],
+            "count": len(self.reasons),
+            "detail": f"{len(self.reasons)} record(s) on {self.topic} that the bus did not deliver were "
+            f"dropped before reaching the grantee: {self.reasons[0]}",
+        }
 
 
 def open_delivered(keys: GrantKeys, grant_id: str, msgs: list[Any]) -> tuple[list[Opened], Dropped | None]:
-    """The records of ``msgs`` (one grant's topic) that the bus sealed for this grant, and what was dropped."""
+    """The records of ``msgs`` (one grant's topic) that the bus sealed for this grant, and what it dropped."""
     out: list[Opened] = []
     dropped: Dropped | None = None
     for m in msgs:
@@ -75,6 +83,10 @@ def open_delivered(keys: GrantKeys, grant_id: str, msgs: list[Any]) -> tuple[lis
         headers.update(meta.contract_headers())
         out.append(Opened(meta, value, partition, offset, headers))
     if dropped is not None:
-        log.warning("grant %s: dropped %d record(s) the bus did not deliver (%s)", grant_id, len(dropped.reasons),
-                    dropped.reasons[0])
+        log.warning(
+            "grant %s: dropped %d record(s) the bus did not deliver (%s)",
+            grant_id,
+            len(dropped.reasons),
+            dropped.reasons[0],
+        )
     return out, dropped

@@ -48,8 +48,14 @@ class SentRecord:
     trace: list[tuple[str, bytes]]
 
 
-def _produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None, headers: ProduceHeaders,
-             on_delivery: Report) -> None:
+def _produce(
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | None,
+    headers: ProduceHeaders,
+    on_delivery: Report,
+) -> None:
     while True:
         try:
             producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
@@ -83,58 +89,132 @@ class Emitter:
     def _grant_partition(self, grant_id: str) -> bytes:
         secret = self._partition.get(grant_id)
         if secret is None:
-            secret = self._partition[grant_id] = keyring.partition_secret(self.ctx.master_secret, f"deliver/{grant_id}")
+            secret = self._partition[grant_id] = keyring.partition_secret(
+                self.ctx.master_secret, f"deliver/{grant_id}"
+            )
         return secret
 
-    def emit(self, outcome: BatchOutcome, producer: Producer, *, via: str, report: Report,
-             trace: Callable[[int], list[tuple[str, bytes]]], trace_id: Callable[[int], str | None],
-             sent: Callable[[int], SentRecord] | None = None) -> Evidence:
+    def emit(
+        self,
+        outcome: BatchOutcome,
+        producer: Producer,
+        *,
+        via: str,
+        report: Report,
+        trace: Callable[[int], list[tuple[str, bytes]]],
+        trace_id: Callable[[int], str | None],
+        sent: Callable[[int], SentRecord] | None = None,
+    ) -> Evidence:
         """Produce the batch's outputs; ``trace(ref)`` gives each record's trace headers, ``sent(ref)`` the
         consumed message of a refusal to send back (the Kafka pipeline; HTTP answers its refusals)."""
         evidence = Evidence()
         now = datetime.fromtimestamp(outcome.accepted_at_ms / 1000, UTC)
         for a in outcome.accepted:
-            self._accepted(a, outcome.accepted_at_ms, now, producer, report, trace(a.item.ref),
-                           trace_id(a.item.ref), evidence)
+            self._accepted(
+                a,
+                outcome.accepted_at_ms,
+                now,
+                producer,
+                report,
+                trace(a.item.ref),
+                trace_id(a.item.ref),
+                evidence,
+            )
         for r in outcome.refused:
-            evidence.published.append(_published_row(r.record_id, r.dataset_id, r.publisher_id, now, r.trace_id,
-                                                     r.code, r.schema_version, r.size))
+            evidence.published.append(
+                _published_row(
+                    r.record_id,
+                    r.dataset_id,
+                    r.publisher_id,
+                    now,
+                    r.trace_id,
+                    r.code,
+                    r.schema_version,
+                    r.size,
+                )
+            )
             if sent is not None and r.code != "catalog.not_found":
                 self._send_back(r, sent(r.ref), producer, report)
         return evidence
 
-    def _accepted(self, a: Accepted, at_ms: int, now: datetime, producer: Producer, report: Report,
-                  trace: list[tuple[str, bytes]], trace_id: str | None, evidence: Evidence) -> None:
+    def _accepted(
+        self,
+        a: Accepted,
+        at_ms: int,
+        now: datetime,
+        producer: Producer,
+        report: Report,
+        trace: list[tuple[str, bytes]],
+        trace_id: str | None,
+        evidence: Evidence,
+    ) -> None:
         item = a.item
         sealer, psecret = self._dataset(item.dataset_id)
-        meta = Meta(item.record_id, item.publisher_id, item.dataset_id, item.schema_version, at_ms,
-                    kid=sealer.kid).pack()
-        row = _published_row(item.record_id, item.dataset_id, item.publisher_id, now, trace_id, "accepted",
-                             item.schema_version, len(item.value))
+        meta = Meta(
+            item.record_id, item.publisher_id, item.dataset_id, item.schema_version, at_ms, kid=sealer.kid
+        ).pack()
+        row = _published_row(
+            item.record_id,
+            item.dataset_id,
+            item.publisher_id,
+            now,
+            trace_id,
+            "accepted",
+            item.schema_version,
+            len(item.value),
+        )
         evidence.published.append(row)
-        _produce(producer, self.ctx.topics.data(item.dataset_id),
-                 sealer.seal(TopicKind.DATA, item.dataset_id, meta, item.key, item.value),
-                 partition_key(psecret, item.key), [(META_HEADER, meta), *trace], position_callback(row, report))
+        _produce(
+            producer,
+            self.ctx.topics.data(item.dataset_id),
+            sealer.seal(TopicKind.DATA, item.dataset_id, meta, item.key, item.value),
+            partition_key(psecret, item.key),
+            [(META_HEADER, meta), *trace],
+            position_callback(row, report),
+        )
         for d in a.deliveries:
             g = d.grant
             gsealer = self.keys.current(g.id, g.version, now)
-            gmeta = Meta(item.record_id, item.publisher_id, item.dataset_id, item.schema_version, at_ms,
-                         g.id, g.scenario_code, gsealer.kid).pack()
-            drow = {"record_id": item.record_id, "grant_id": g.id, "dataset_id": item.dataset_id,
-                    "agency_id": g.agency_id, "scenario_code": g.scenario_code, "delivered_at": now,
-                    "partition": None, "offset": None, "size": len(d.value), "trace_id": trace_id}
+            gmeta = Meta(
+                item.record_id,
+                item.publisher_id,
+                item.dataset_id,
+                item.schema_version,
+                at_ms,
+                g.id,
+                g.scenario_code,
+                gsealer.kid,
+            ).pack()
+            drow = {
+                "record_id": item.record_id,
+                "grant_id": g.id,
+                "dataset_id": item.dataset_id,
+                "agency_id": g.agency_id,
+                "scenario_code": g.scenario_code,
+                "delivered_at": now,
+                "partition": None,
+                "offset": None,
+                "size": len(d.value),
+                "trace_id": trace_id,
+            }
             evidence.delivered.append(drow)
-            _produce(producer, self.ctx.topics.deliver(g.id),
-                     gsealer.seal(TopicKind.DELIVER, g.id, gmeta, item.key, d.value),
-                     partition_key(self._grant_partition(g.id), item.key), [(META_HEADER, gmeta), *trace],
-                     position_callback(drow, report))
+            _produce(
+                producer,
+                self.ctx.topics.deliver(g.id),
+                gsealer.seal(TopicKind.DELIVER, g.id, gmeta, item.key, d.value),
+                partition_key(self._grant_partition(g.id), item.key),
+                [(META_HEADER, gmeta), *trace],
+                position_callback(drow, report),
+            )
 
     def _send_back(self, r: Refused, sent: SentRecord, producer: Producer, report: Report) -> None:
         topic = self.ctx.topics.rejected(r.dataset_id)
         if len(topic) > 249:  # not a name Kafka takes: the refusal is in the evidence only
             return
-        headers: ProduceHeaders = [(Header.ERROR_CODE, r.code.encode()),
-                                   (Header.ERROR_DETAIL, r.error.detail.encode()[:1000])]
+        headers: ProduceHeaders = [
+            (Header.ERROR_CODE, r.code.encode()),
+            (Header.ERROR_DETAIL, r.error.detail.encode()[:1000]),
+        ]
         if sent.meta is not None:
             headers.append((META_HEADER, sent.meta))
         headers += sent.trace
@@ -142,9 +222,25 @@ class Emitter:
         _produce(producer, topic, value, sent.key, headers, report)
 
 
-def _published_row(record_id: str, dataset_id: str, publisher_id: str, now: datetime, trace_id: str | None,
-                   outcome: str, version: int, size: int) -> dict[str, Any]:
-    return {"record_id": record_id, "dataset_id": dataset_id[:64], "publisher_id": publisher_id[:64] or "unknown",
-            "published_at": now, "trace_id": trace_id, "outcome": outcome,
-            "schema_version": version if 0 <= version < 2**31 else 0, "size": size,
-            "partition": None, "offset": None}
+def _published_row(
+    record_id: str,
+    dataset_id: str,
+    publisher_id: str,
+    now: datetime,
+    trace_id: str | None,
+    outcome: str,
+    version: int,
+    size: int,
+) -> dict[str, Any]:
+    return {
+        "record_id": record_id,
+        "dataset_id": dataset_id[:64],
+        "publisher_id": publisher_id[:64] or "unknown",
+        "published_at": now,
+        "trace_id": trace_id,
+        "outcome": outcome,
+        "schema_version": version if 0 <= version < 2**31 else 0,
+        "size": size,
+        "partition": None,
+        "offset": None,
+    }

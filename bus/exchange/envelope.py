@@ -58,8 +58,13 @@ class Meta:
     def contract_headers(self) -> dict[str, str]:
         """The contract's header names and values (``bus-record-id``, ``bus-grant``, ...) as the SDK and the
         HTTP bodies show them: the compact layout stays an internal of the wire."""
-        out = {"bus-record-id": self.record_id, "bus-publisher": self.publisher, "bus-dataset": self.dataset,
-               "bus-schema-version": str(self.schema_version), "bus-published-at": str(self.published_at_ms)}
+        out = {
+            "bus-record-id": self.record_id,
+            "bus-publisher": self.publisher,
+            "bus-dataset": self.dataset,
+            "bus-schema-version": str(self.schema_version),
+            "bus-published-at": str(self.published_at_ms),
+        }
         if self.grant:
             out.update({"bus-grant": self.grant, "bus-scenario": self.scenario})
         return out
@@ -132,7 +137,12 @@ class Sealer:
         self._aead = AESGCM(key)
 
     def seal(
-        self, kind: TopicKind, scope: str, meta_bytes: bytes, key: bytes | None, value: bytes,
+        self,
+        kind: TopicKind,
+        scope: str,
+        meta_bytes: bytes,
+        key: bytes | None,
+        value: bytes,
         nonce: bytes | None = None,
     ) -> bytes:
         """``nonce || ciphertext || tag``; a fresh random 96-bit nonce per record (``nonce`` only for the
@@ -140,16 +150,23 @@ class Sealer:
         n = os.urandom(NONCE_BYTES) if nonce is None else nonce
         return n + self._aead.encrypt(n, _plaintext(key, value), aad(kind, scope, meta_bytes))
 
-    def open(self, kind: TopicKind, scope: str, meta_bytes: bytes, sealed: bytes | None) -> tuple[bytes | None, bytes]:
-        """``(key, value)`` of a sealed record, or ``EnvelopeError`` if it was not sealed here, under this key,
+    def open(
+        self, kind: TopicKind, scope: str, meta_bytes: bytes, sealed: bytes | None
+    ) -> tuple[bytes | None, bytes]:
+        """``(key, value)`` of a sealed record, or ``EnvelopeError`` if it was not sealed here, under
+        this key,
         for this place, with exactly these headers."""
         if sealed is None or len(sealed) < NONCE_BYTES + TAG_BYTES + _KEYLEN.size:
             raise EnvelopeError("the value is not a sealed bus record")
         try:
-            plain = self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad(kind, scope, meta_bytes))
+            plain = self._aead.decrypt(
+                sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad(kind, scope, meta_bytes)
+            )
         except InvalidTag:
-            raise EnvelopeError("the record does not open under this key at this place (tampered, moved "
-                                "between topics, or sealed under another key)") from None
+            raise EnvelopeError(
+                "the record does not open under this key at this place (tampered, moved "
+                "between topics, or sealed under another key)"
+            ) from None
         (n,) = _KEYLEN.unpack_from(plain)
         if n == _NO_KEY:
             return None, plain[_KEYLEN.size :]

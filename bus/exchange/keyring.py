@@ -2,9 +2,9 @@
 
 | topic | key | kid |
 |---|---|---|
-| ``ingress.<dataset>`` | the publishing agency's key, derived from its signing secret (SDK and bus share it) | ``i1`` |
+| ``ingress.<dataset>`` | the publishing agency's key, derived from its signing secret | ``i1`` |
 | ``data.<dataset>`` | per dataset, derived from the master secret, versioned | ``d<version>`` |
-| ``rejected.<dataset>`` | the ingress record as sent (still under the publisher's key: only it reads its refusals) | ``i1`` |
+| ``rejected.<dataset>`` | the ingress record as sent (only its publisher reads it) | ``i1`` |
 | ``deliver.<grant>`` | a random per-grant data key, versioned, stored wrapped (``bus.grants.keys``) | 8 hex |
 | ``bus.deadletter`` | derived from the master secret | ``x1`` |
 

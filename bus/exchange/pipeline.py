@@ -1,4 +1,4 @@
-"""The one pipeline (R1, R5, R7-R10, R12-R15): ``ingress.<dataset>`` -> ``deliver.<grant>`` + ``data.<dataset>``.
+"""The one pipeline (R1, R5, R7-R10, R12-R15): ``ingress.*`` -> ``deliver.<grant>`` + ``data.<dataset>``.
 
 One worker kind consumes every ``ingress.*`` topic, opens each sealed record under its publisher's key
 (the AEAD tag proves who wrote it: a forged ``publisher`` or a changed header gives
@@ -53,14 +53,30 @@ class IngressOpener:
             found = self._sealers[key] = Sealer(keyring.INGRESS_KID, keyring.ingress_key(signing_secret))
         return found
 
-    def open(self, snap: PolicySnapshot, ref: int, dataset_id: str, raw_meta: bytes | None,
-             key: bytes | None, value: bytes | None, trace_id: str | None) -> Incoming | Refused:
+    def open(
+        self,
+        snap: PolicySnapshot,
+        ref: int,
+        dataset_id: str,
+        raw_meta: bytes | None,
+        key: bytes | None,
+        value: bytes | None,
+        trace_id: str | None,
+    ) -> Incoming | Refused:
         """One ingress message as an ``Incoming``, or its refusal (``record.unauthenticated``)."""
         try:
             meta = Meta.unpack(raw_meta)
         except EnvelopeError as exc:
-            return Refused(ref, new_record_id(), dataset_id, "", 0, len(value or b""), trace_id,
-                           RecordUnauthenticated(f"not a sealed bus record ({exc}); publish with the SDK (R14)"))
+            return Refused(
+                ref,
+                new_record_id(),
+                dataset_id,
+                "",
+                0,
+                len(value or b""),
+                trace_id,
+                RecordUnauthenticated(f"not a sealed bus record ({exc}); publish with the SDK (R14)"),
+            )
         agency = snap.agencies.get(meta.publisher)
         error: str | None = None
         if meta.dataset != dataset_id:
@@ -70,14 +86,26 @@ class IngressOpener:
         else:
             try:
                 opened_key, opened = self.sealer(agency.id, agency.signing_secret).open(
-                    TopicKind.INGRESS, dataset_id, raw_meta or b"", value)
+                    TopicKind.INGRESS, dataset_id, raw_meta or b"", value
+                )
             except EnvelopeError:
-                error = f"the record does not open under the key of {meta.publisher}: it was not written by it"
+                error = (
+                    f"the record does not open under the key of {meta.publisher}: it was not written by it"
+                )
         if error is not None:
-            return Refused(ref, meta.record_id, dataset_id, meta.publisher, meta.schema_version,
-                           len(value or b""), trace_id, RecordUnauthenticated(f"{error} (R14)"))
-        return Incoming(ref, meta.record_id, dataset_id, meta.publisher, meta.schema_version, opened_key,
-                        opened, trace_id)
+            return Refused(
+                ref,
+                meta.record_id,
+                dataset_id,
+                meta.publisher,
+                meta.schema_version,
+                len(value or b""),
+                trace_id,
+                RecordUnauthenticated(f"{error} (R14)"),
+            )
+        return Incoming(
+            ref, meta.record_id, dataset_id, meta.publisher, meta.schema_version, opened_key, opened, trace_id
+        )
 
 
 class Pipeline(BatchWorker):
@@ -120,15 +148,20 @@ class Pipeline(BatchWorker):
         for i, m in enumerate(msgs):
             raw_meta = meta_of(headers_of(m))
             metas.append(raw_meta)
-            opened = self.opener.open(snap, i, topic_of(m)[plen:], raw_meta, m.key(), m.value(),
-                                      spans.trace_id_of(m))
-            (items if isinstance(opened, Incoming) else early).append(opened)
+            opened = self.opener.open(
+                snap, i, topic_of(m)[plen:], raw_meta, m.key(), m.value(), spans.trace_id_of(m)
+            )
+            if isinstance(opened, Incoming):
+                items.append(opened)
+            else:
+                early.append(opened)
 
         def copies(dataset_id: str, publisher: str, records: Any) -> Any:
             return self.guard.check_batch(dataset_id, publisher, records, version=snap.version)
 
-        outcome = process_batch(snap, items, copies=copies, routes=self.routes, limit=self.limit,
-                                accepted_at_ms=now_ms)
+        outcome = process_batch(
+            snap, items, copies=copies, routes=self.routes, limit=self.limit, accepted_at_ms=now_ms
+        )
         outcome.refused[:0] = early
 
         def sent(ref: int) -> SentRecord:
@@ -136,10 +169,19 @@ class Pipeline(BatchWorker):
             return SentRecord(m.key(), m.value(), metas[ref], spans.headers(ref))
 
         evidence = self.emitter.emit(
-            outcome, producer, via=Via.PIPELINE, report=self._on_delivery, trace=spans.headers,
-            trace_id=lambda ref: spans.trace_id(ref), sent=sent)
-        batch = PublishBatch(via=Via.PIPELINE, lineage=evidence.published,
-                             violations=[v.as_row() for v in outcome.violations()])
+            outcome,
+            producer,
+            via=Via.PIPELINE,
+            report=self._on_delivery,
+            trace=spans.headers,
+            trace_id=lambda ref: spans.trace_id(ref),
+            sent=sent,
+        )
+        batch = PublishBatch(
+            via=Via.PIPELINE,
+            lineage=evidence.published,
+            violations=[v.as_row() for v in outcome.violations()],
+        )
         self._done = (outcome, batch, evidence.delivered)
         producer.poll(0)
 

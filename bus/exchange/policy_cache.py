@@ -38,7 +38,9 @@ def load_snapshot(ctx: BusContext, version: int) -> PolicySnapshot:
     """Everything the data plane needs, in one read transaction."""
     with ctx.store.session() as s:
         agencies = {
-            a.id: AgencyState(a.id, bool(a.suspended), signing_secret_of(ctx.master_secret, a.id, a.signing_secret))
+            a.id: AgencyState(
+                a.id, bool(a.suspended), signing_secret_of(ctx.master_secret, a.id, a.signing_secret)
+            )
             for a in s.scalars(select(Agency))
         }
         schemas: dict[str, dict[int, dict[str, Any]]] = {}

@@ -156,7 +156,7 @@ class Plane:
     cache: PolicyCache
     guard: FingerprintGuard
     ledger: BackgroundLedger
-    emitter: Emitter  # seals and produces HTTP-published records (the pipeline's output stage); holds grant keys
+    emitter: Emitter  # seals and produces HTTP-published records (the pipeline's output stage); grant keys
     routes: RouteTable
     readers: ReaderPool = field(default_factory=ReaderPool)
 

@@ -124,7 +124,9 @@ def grant_schema(
     "/v1/grants/{grant_id}/keys",
     summary="The grant's data keys (grantee, active grants only; every call audited)",
 )
-def grant_keys(grant_id: str, request: Request, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+def grant_keys(
+    grant_id: str, request: Request, principal: Principal = Depends(current_principal)
+) -> dict[str, Any]:
     """The keys records on ``deliver.<grant>`` are sealed under (``docs/ENVELOPE.md``), for the grantee of an
     active grant only: anyone else ``auth.forbidden``, a grant that is not active ``grant.not_active``."""
     ctx = ctx_of(request)
@@ -132,8 +134,8 @@ def grant_keys(grant_id: str, request: Request, principal: Principal = Depends(c
     GrantKeys(ctx).current(readable.grant_id, readable.version)  # the key the next record will use
     keys = grantee_keys(ctx, readable.grant_id)
     with ctx.store.session() as s:
-        audit.append(s, principal.id, "grant.keys_fetched", "grant", grant_id,
-                     {"agency": principal.id, "scenario": readable.scenario_code, "kids": [k.kid for k in keys]})
+        data = {"agency": principal.id, "scenario": readable.scenario_code, "kids": [k.kid for k in keys]}
+        audit.append(s, principal.id, "grant.keys_fetched", "grant", grant_id, data)
     return {
         "grant": grant_id,
         "keys": [

@@ -151,8 +151,10 @@ def publish_records(
     def copies(d: str, p: str, recs: Any) -> Any:
         return plane.guard.check_batch(d, p, recs, version=snap.version)
 
-    outcome = process_batch(snap, items, copies=copies, routes=plane.routes, limit=ctx.settings.max_record_bytes,
-                            accepted_at_ms=now_ms)
+    limit = ctx.settings.max_record_bytes
+    outcome = process_batch(
+        snap, items, copies=copies, routes=plane.routes, limit=limit, accepted_at_ms=now_ms
+    )
     acks = _Acks()
     producer = ctx.producer
     topic = ctx.topics.data(dataset_id)
@@ -176,11 +178,12 @@ def publish_records(
     if remember[1]:
         plane.guard.remember_batch(dataset_id, publisher, remember[0], remember[1])
     # records refused by the schema are lineage too (data quality, R2)
-    for r in rejected:
-        evidence.published.append(_lineage(new_record_id(), dataset_id, publisher, now_ms, trace_id, r["code"],
-                                           version))
-    for r in outcome.refused:
-        rejected.append({"index": r.ref, "code": r.code, "detail": r.error.detail})
+    for bad in rejected:
+        evidence.published.append(
+            _lineage(new_record_id(), dataset_id, publisher, now_ms, trace_id, bad["code"], version)
+        )
+    for refused in outcome.refused:
+        rejected.append({"index": refused.ref, "code": refused.code, "detail": refused.error.detail})
     plane.ledger.published(PublishBatch(via=Via.HTTP, lineage=evidence.published,
                                         violations=[v.as_row() for v in outcome.violations()]))
     plane.ledger.delivered(evidence.delivered)

@@ -101,8 +101,15 @@ class GrantKeys:
                         .where(GrantKey.grant_id == grant_id, GrantKey.not_after.is_(None))
                         .values(not_after=now)
                     )
-                    s.add(GrantKey(kid=kid, grant_id=grant_id, epoch=epoch,
-                                   wrapped=wrap(master, _purpose(grant_id, kid), key), not_before=now))
+                    s.add(
+                        GrantKey(
+                            kid=kid,
+                            grant_id=grant_id,
+                            epoch=epoch,
+                            wrapped=wrap(master, _purpose(grant_id, kid), key),
+                            not_before=now,
+                        )
+                    )
                 return Sealer(kid, key)
             except IntegrityError:
                 continue  # another worker made this epoch's key first: use theirs
@@ -124,8 +131,12 @@ def grantee_keys(ctx: BusContext, grant_id: str) -> list[KeyInfo]:
             .order_by(GrantKey.not_before)
         ).all()
         return [
-            KeyInfo(r.kid, unwrap(ctx.master_secret, _purpose(grant_id, r.kid), r.wrapped or ""),
-                    r.not_before, r.not_after)
+            KeyInfo(
+                r.kid,
+                unwrap(ctx.master_secret, _purpose(grant_id, r.kid), r.wrapped or ""),
+                r.not_before,
+                r.not_after,
+            )
             for r in rows
         ]
 
@@ -137,7 +148,9 @@ def destroy_ended(ctx: BusContext, now: datetime | None = None) -> int:
     ended = (GrantStatus.REVOKED, GrantStatus.EXPIRED, GrantStatus.DENIED)
     with ctx.store.session() as s:
         gone = s.scalars(
-            select(Grant.id).where(Grant.status.in_(ended), Grant.ended_at.is_not(None), Grant.ended_at <= cutoff)
+            select(Grant.id).where(
+                Grant.status.in_(ended), Grant.ended_at.is_not(None), Grant.ended_at <= cutoff
+            )
         ).all()
         if not gone:
             return 0

@@ -95,9 +95,17 @@ class Violation:
 
     def as_row(self) -> dict[str, Any]:
         """The shape ``bus.lineage.incidents.record_violations`` takes."""
-        return {"kind": self.kind.value, "code": self.kind.value, "agency_id": self.agency_id,
-                "dataset_id": self.dataset_id, "grant_id": self.grant_id, "record_ids": self.record_ids,
-                "trace_ids": self.trace_ids, "detail": self.detail, "count": self.count or len(self.record_ids)}
+        return {
+            "kind": self.kind.value,
+            "code": self.kind.value,
+            "agency_id": self.agency_id,
+            "dataset_id": self.dataset_id,
+            "grant_id": self.grant_id,
+            "record_ids": self.record_ids,
+            "trace_ids": self.trace_ids,
+            "detail": self.detail,
+            "count": self.count or len(self.record_ids),
+        }
 
 
 @dataclass
@@ -110,7 +118,7 @@ class BatchOutcome:
         self.refused.append(refused)
 
     def violations(self) -> list[Violation]:
-        """One violation per (kind, agency, dataset, grant) of the batch, carrying every record and trace id."""
+        """One violation per (kind, agency, dataset, grant) of the batch, with every record and trace id."""
         grouped: dict[tuple[str, str, str, str | None], Violation] = {}
         for r in self.refused:
             kind = classify(r.code)
@@ -120,7 +128,9 @@ class BatchOutcome:
             key = (kind.value, r.publisher_id, r.dataset_id, grant)
             v = grouped.get(key)
             if v is None:
-                v = grouped[key] = Violation(kind, r.publisher_id or None, r.dataset_id, grant, r.error.detail)
+                v = grouped[key] = Violation(
+                    kind, r.publisher_id or None, r.dataset_id, grant, r.error.detail
+                )
             v.record_ids.append(r.record_id)
             if r.trace_id:
                 v.trace_ids.append(r.trace_id)
@@ -128,24 +138,38 @@ class BatchOutcome:
 
 
 def refusal(item: Incoming, error: BusError) -> Refused:
-    return Refused(item.ref, item.record_id, item.dataset_id, item.publisher_id, item.schema_version,
-                   len(item.value), item.trace_id, error)
+    return Refused(
+        item.ref,
+        item.record_id,
+        item.dataset_id,
+        item.publisher_id,
+        item.schema_version,
+        len(item.value),
+        item.trace_id,
+        error,
+    )
 
 
 def _decode(snap: PolicySnapshot, item: Incoming) -> dict[str, Any]:
     ds = snap.datasets[item.dataset_id]
     schema = ds.schemas.get(item.schema_version)
     if schema is None:
-        raise RecordInvalid(f"dataset {item.dataset_id} has no schema version {item.schema_version} "
-                            f"(current: {ds.schema_version})")
+        raise RecordInvalid(
+            f"dataset {item.dataset_id} has no schema version {item.schema_version} "
+            f"(current: {ds.schema_version})"
+        )
     writer = parsed_schema(item.dataset_id, item.schema_version, schema)
-    reader = (None if item.schema_version == ds.schema_version
-              else parsed_schema(item.dataset_id, ds.schema_version, ds.schema))
+    reader = (
+        None
+        if item.schema_version == ds.schema_version
+        else parsed_schema(item.dataset_id, ds.schema_version, ds.schema)
+    )
     return decode_exact(item.value, writer, reader)
 
 
-def _admit(snap: PolicySnapshot, items: Sequence[Incoming], limit: int,
-           out: BatchOutcome) -> dict[tuple[str, str], list[tuple[Incoming, dict[str, Any]]]]:
+def _admit(
+    snap: PolicySnapshot, items: Sequence[Incoming], limit: int, out: BatchOutcome
+) -> dict[tuple[str, str], list[tuple[Incoming, dict[str, Any]]]]:
     """Admission, size and decoding: what passes, grouped by (dataset, publisher) for the copy check."""
     admitted: dict[tuple[str, str], BusError | None] = {}
     passed: dict[tuple[str, str], list[tuple[Incoming, dict[str, Any]]]] = {}
@@ -182,8 +206,15 @@ def _deliveries(routes: Sequence[Route], record: dict[str, Any], accepted_at_ms:
     return tuple(out)
 
 
-def process_batch(snap: PolicySnapshot, items: Sequence[Incoming], *, copies: CopyCheck, routes: RouteTable,
-                  limit: int, accepted_at_ms: int) -> BatchOutcome:
+def process_batch(
+    snap: PolicySnapshot,
+    items: Sequence[Incoming],
+    *,
+    copies: CopyCheck,
+    routes: RouteTable,
+    limit: int,
+    accepted_at_ms: int,
+) -> BatchOutcome:
     """Decide a batch: each item is accepted with its deliveries per grant, or refused with a stable code."""
     out = BatchOutcome(accepted_at_ms)
     for (dataset_id, publisher_id), group in _admit(snap, items, limit, out).items():
@@ -199,7 +230,9 @@ def process_batch(snap: PolicySnapshot, items: Sequence[Incoming], *, copies: Co
             try:
                 deliveries = _deliveries(grant_routes, record, accepted_at_ms)
             except Exception as exc:  # a value the view cannot encode costs only its record
-                out.refuse(refusal(item, RecordInvalid(f"the record cannot be delivered: {type(exc).__name__}")))
+                out.refuse(
+                    refusal(item, RecordInvalid(f"the record cannot be delivered: {type(exc).__name__}"))
+                )
                 continue
             out.accepted.append(Accepted(item, record, deliveries))
     return out

@@ -50,7 +50,9 @@ class RouteTable:
             view = self._shared.get(skey)
             if view is None:
                 view = self._shared[skey] = shared_view(ds.schema, rules)
-            encode = compile_view_encoder(view, grant_key(self._master, grant.id), grant_tag(self._master, grant.id))
+            encode = compile_view_encoder(
+                view, grant_key(self._master, grant.id), grant_tag(self._master, grant.id)
+            )
             route = self._compiled[key] = Route(grant, view, encode)
         return route
 

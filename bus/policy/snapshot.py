@@ -58,7 +58,7 @@ class PolicySnapshot:
     grants_by_dataset: dict[str, list[GrantState]] = field(default_factory=dict)
 
     def deliverable_grants(self, dataset_id: str, now: datetime) -> list[GrantState]:
-        """The grants that deliver the dataset's records now: ``decision.deliverable`` for each (R14 fail safe)."""
+        """The grants that deliver the dataset's records now: ``decision.deliverable`` for each (R14)."""
         ds = self.datasets.get(dataset_id)
         if ds is None:
             return []
@@ -67,7 +67,9 @@ class PolicySnapshot:
         for g in self.grants_by_dataset.get(dataset_id, ()):
             grantee = self.agencies.get(g.agency_id)
             if deliverable(
-                g.status, g.valid_until, now,
+                g.status,
+                g.valid_until,
+                now,
                 grantee_suspended=grantee is None or grantee.suspended,
                 dataset_suspended=ds.suspended,
                 owner_suspended=owner is None or owner.suspended,

@@ -90,10 +90,11 @@ def subscriber(ctx: BusContext, agency_id: str, key: str, grant_id: str) -> Subs
     view = service.grant_schema(ctx, agency(agency_id), grant_id)["schema"]
     from bus.grants.keys import grantee_keys
 
-    def keys() -> dict[str, bytes]:  # what GET /v1/grants/{id}/keys hands the grantee (tested in test_sealed*)
+    def keys() -> dict[str, bytes]:  # what GET /v1/grants/{id}/keys hands the grantee (test_sealed_records)
         return {k.kid: k.key for k in grantee_keys(ctx, grant_id)}
 
-    return Subscriber(ctx.bootstrap, agency_id, key, grant_id, view, topic_prefix=ctx.topics.prefix, keys=keys)
+    prefix = ctx.topics.prefix
+    return Subscriber(ctx.bootstrap, agency_id, key, grant_id, view, topic_prefix=prefix, keys=keys)
 
 
 def receive(sub: Subscriber, n: int, timeout: float = 15.0) -> list[Delivery]:
@@ -147,8 +148,8 @@ def raw_ingress(
     rid = record_id or new_record_id()
     sealer = Sealer(keyring.INGRESS_KID, keyring.ingress_key(signing_secret_for(signing_key)))
     if meta is None:
-        meta = Meta(rid, publisher, dataset, int(version) if version.isdigit() and 0 < int(version) < 2**31 else 1,
-                    kid=sealer.kid).pack()
+        number = int(version) if version.isdigit() and 0 < int(version) < 2**31 else 1
+        meta = Meta(rid, publisher, dataset, number, kid=sealer.kid).pack()
     sealed = sealer.seal(TopicKind.INGRESS, dataset, meta, key, value)
     producer = new_producer(ctx.bootstrap, **{"message.max.bytes": 5_000_000})
     producer.produce(ctx.topics.ingress(dataset), sealed, key, headers=[(META_HEADER, meta)])

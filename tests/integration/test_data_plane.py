@@ -191,7 +191,7 @@ def test_r13_r14_invalid_and_oversized_records_are_refused_while_the_stream_cont
         huge: "record.too_large",
     }
     assert "1000000" in headers_of(rejected[huge])["bus-error-detail"] and rejected[huge].value() is None
-    assert rejected[garbage].value() != b"\x00\xffnot avro at all"  # sealed as sent: only the publisher opens it
+    assert rejected[garbage].value() != b"\x00\xffnot avro at all"  # sealed as sent
     assert open_as_publisher(market_key, ds, rejected[garbage]) == b"\x00\xffnot avro at all"
     with subscriber(ctx, psb, psb_key, g["id"]) as sub:
         assert sorted(d.record_id for d in receive(sub, 2)) == [first, last]

@@ -65,8 +65,11 @@ def test_r14_pipeline_killed_ten_times_mid_stream_loses_nothing(
             thread.start()
             for _ in range(KILLS):
                 seen = len(read_topic(ctx, topics[0], 1, timeout=0.2))
-                poll_until(lambda s=seen: len(read_topic(ctx, topics[0], s + 1, timeout=0.3)) > s,
-                           timeout=30, what="the pipeline process delivering")
+                poll_until(
+                    lambda s=seen: len(read_topic(ctx, topics[0], s + 1, timeout=0.3)) > s,
+                    timeout=30,
+                    what="the pipeline process delivering",
+                )
                 stop.wait(rng.uniform(0.05, 0.6))  # a random point of its work
                 worker.send_signal(signal.SIGKILL)  # no chance to flush or commit
                 worker.wait(10)
@@ -76,11 +79,16 @@ def test_r14_pipeline_killed_ten_times_mid_stream_loses_nothing(
             pub.flush()
         expected = set(ids)
         for topic in topics:
-            got = poll_until(lambda t=topic: _ids_if_complete(ctx, t, expected), timeout=90,
-                             what=f"every accepted record delivered on {topic} after the restarts")
+            got = poll_until(
+                lambda t=topic: _ids_if_complete(ctx, t, expected),
+                timeout=90,
+                what=f"every accepted record delivered on {topic} after the restarts",
+            )
             counts = Counter(got)
             assert set(counts) == expected
-            assert sum(counts.values()) - len(expected) <= KILLS * BATCH, "duplicates beyond a batch per crash"
+            assert sum(counts.values()) - len(expected) <= KILLS * BATCH, (
+                "duplicates beyond a batch per crash"
+            )
     finally:
         stop.set()
         worker.send_signal(signal.SIGTERM)

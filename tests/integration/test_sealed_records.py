@@ -24,12 +24,17 @@ SECRETS = ("SECRET-NAME-", "SECRETID", "SECRET-ADDRESS-", "SECRET-PHONE-")
 
 
 def _secret_record(i: int) -> dict:
-    return {**licence_record(i), "enterprise_name": f"SECRET-NAME-{i:04d}", "legal_rep_id": f"SECRETID{i:06d}",
-            "address": f"SECRET-ADDRESS-{i:04d}", "phone": f"SECRET-PHONE-{i:04d}"}
+    return {
+        **licence_record(i),
+        "enterprise_name": f"SECRET-NAME-{i:04d}",
+        "legal_rep_id": f"SECRETID{i:06d}",
+        "address": f"SECRET-ADDRESS-{i:04d}",
+        "phone": f"SECRET-PHONE-{i:04d}",
+    }
 
 
 def _read_everything(ctx, prefix: str) -> list:
-    """Every message of every topic of this bus that the broker lists, from the beginning (the eavesdropper)."""
+    """Every message of every topic of this bus that the broker lists, from the start (the eavesdropper)."""
     consumer = Consumer(consumer_config(ctx.bootstrap, "eavesdropper"))
     try:
         topics = [t for t in consumer.list_topics(timeout=5).topics if t.startswith(prefix)]
@@ -51,12 +56,23 @@ def sealed(ctx, agency_factory, dataset_factory, bus_stack):
     tax, tax_key = agency_factory("tax")
     ds = dataset_factory(market)
     with api(bus_stack, psb_key) as a:
-        g1 = a.post("/v1/grants", json=grant_body(ds, ["licence_no", "enterprise_name", "legal_rep_id"])).json()
+        g1 = a.post(
+            "/v1/grants", json=grant_body(ds, ["licence_no", "enterprise_name", "legal_rep_id"])
+        ).json()
     with api(bus_stack, tax_key) as a:
         g2 = a.post("/v1/grants", json=grant_body(ds, ["licence_no", "status"])).json()
     assert g1["status"] == g2["status"] == "active"
-    return {"ds": ds, "market": market, "market_key": market_key, "psb": psb, "psb_key": psb_key,
-            "tax_key": tax_key, "g1": g1["id"], "g2": g2["id"], "stack": bus_stack}
+    return {
+        "ds": ds,
+        "market": market,
+        "market_key": market_key,
+        "psb": psb,
+        "psb_key": psb_key,
+        "tax_key": tax_key,
+        "g1": g1["id"],
+        "g2": g2["id"],
+        "stack": bus_stack,
+    }
 
 
 def _sdk(stack, key: str, grant_id: str) -> Subscriber:
@@ -72,8 +88,9 @@ def test_r8_r12_an_eavesdropper_on_the_broker_reads_no_field_value(ctx, sealed) 
             pub.publish(_secret_record(i), key=f"SECRET-NAME-{i:04d}")
         pub.flush()
     with api(s["stack"], s["market_key"]) as market:
-        resp = market.post(f"/v1/datasets/{s['ds']}/records",
-                           json={"records": [_secret_record(i) for i in range(20, 30)]})
+        resp = market.post(
+            f"/v1/datasets/{s['ds']}/records", json={"records": [_secret_record(i) for i in range(20, 30)]}
+        )
         assert resp.status_code == 200 and resp.json()["accepted"] == 10
     with publisher(ctx, s["psb"], s["psb_key"], s["ds"]) as intruder:  # refused: psb does not own it
         intruder.publish(_secret_record(99))
@@ -83,13 +100,24 @@ def test_r8_r12_an_eavesdropper_on_the_broker_reads_no_field_value(ctx, sealed) 
     assert {d.value["enterprise_name"] for d in got} == {f"SECRET-NAME-{i:04d}" for i in range(30)}
     with _sdk(s["stack"], s["tax_key"], s["g2"]) as sub:
         assert len(receive(sub, 30)) == 30
-    poll_until(lambda: len(read_topic(ctx, ctx.topics.rejected(s["ds"]), 1, timeout=0.5)) == 1, what="refusal")
+    poll_until(
+        lambda: len(read_topic(ctx, ctx.topics.rejected(s["ds"]), 1, timeout=0.5)) == 1, what="refusal"
+    )
     msgs = _read_everything(ctx, ctx.topics.prefix)
     topics = {m.topic() for m in msgs}
-    assert {ctx.topics.ingress(s["ds"]), ctx.topics.data(s["ds"]), ctx.topics.rejected(s["ds"]),
-            ctx.topics.deliver(s["g1"]), ctx.topics.deliver(s["g2"])} <= topics
+    assert {
+        ctx.topics.ingress(s["ds"]),
+        ctx.topics.data(s["ds"]),
+        ctx.topics.rejected(s["ds"]),
+        ctx.topics.deliver(s["g1"]),
+        ctx.topics.deliver(s["g2"]),
+    } <= topics
     for m in msgs:
-        blob = (m.key() or b"") + (m.value() or b"") + b"".join(k.encode() + (v or b"") for k, v in m.headers() or ())
+        blob = (
+            (m.key() or b"")
+            + (m.value() or b"")
+            + b"".join(k.encode() + (v or b"") for k, v in m.headers() or ())
+        )
         for secret in SECRETS:
             assert secret.encode() not in blob, f"{secret} readable on {m.topic()}"
 
@@ -106,10 +134,19 @@ def test_r8_a_ciphertext_moved_to_another_grant_or_with_a_changed_header_never_o
     moved = original[0]
     producer.produce(ctx.topics.deliver(s["g2"]), moved.value(), moved.key(), headers=moved.headers())
     meta = Meta.unpack(dict(original[1].headers())[META_HEADER])
-    changed = Meta(ids[2] if meta.record_id != ids[2] else ids[0], meta.publisher, meta.dataset,
-                   meta.schema_version, meta.published_at_ms, meta.grant, meta.scenario, meta.kid).pack()
-    producer.produce(ctx.topics.deliver(s["g1"]), original[1].value(), original[1].key(),
-                     headers=[(META_HEADER, changed)])
+    changed = Meta(
+        ids[2] if meta.record_id != ids[2] else ids[0],
+        meta.publisher,
+        meta.dataset,
+        meta.schema_version,
+        meta.published_at_ms,
+        meta.grant,
+        meta.scenario,
+        meta.kid,
+    ).pack()
+    producer.produce(
+        ctx.topics.deliver(s["g1"]), original[1].value(), original[1].key(), headers=[(META_HEADER, changed)]
+    )
     assert producer.flush(10) == 0
     with _sdk(s["stack"], s["tax_key"], s["g2"]) as sub:
         got = receive(sub, 3)
@@ -194,7 +231,10 @@ def test_r8_key_rotation_during_a_steady_stream_loses_nothing_and_old_deliveries
             monkeypatch.setattr(w.ctx.settings, "grant_key_rotate_hours", 1 / 3600)
     ids: list[str] = []
     got: list = []
-    with _sdk(s["stack"], s["psb_key"], s["g1"]) as sub, publisher(ctx, s["market"], s["market_key"], s["ds"]) as pub:
+    with (
+        _sdk(s["stack"], s["psb_key"], s["g1"]) as sub,
+        publisher(ctx, s["market"], s["market_key"], s["ds"]) as pub,
+    ):
         kids: set[str] = set()
 
         def step() -> bool:

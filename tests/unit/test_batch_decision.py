@@ -38,22 +38,47 @@ def _grant(gid: str, agency: str, fields: tuple[str, ...], **kw) -> GrantState:
     return GrantState(gid, "ds", agency, fields, (), "check", kw.pop("status", "active"), None, 1, **kw)
 
 
-def _snap(*, ds: dict | None = None, grants: list[GrantState] | None = None, agencies: dict | None = None
-          ) -> PolicySnapshot:
+def _snap(
+    *, ds: dict | None = None, grants: list[GrantState] | None = None, agencies: dict | None = None
+) -> PolicySnapshot:
     ags = {a: AgencyState(a, False, b"s" * 32) for a in ("market", "psb", "tax")}
     for a, suspended in (agencies or {}).items():
         ags[a] = AgencyState(a, suspended, b"s" * 32)
-    state = DatasetState(**{"id": "ds", "owner_id": "market", "status": "approved", "attribute": "unconditional",
-                            "suspended": False, "schema_version": 1, "schemas": {1: SCHEMA}, **(ds or {})})
-    gs = grants if grants is not None else [_grant("g1", "psb", ("licence_no", "legal_rep_id", "phone")),
-                                            _grant("g2", "tax", ("licence_no", "status"))]
+    state = DatasetState(
+        **{
+            "id": "ds",
+            "owner_id": "market",
+            "status": "approved",
+            "attribute": "unconditional",
+            "suspended": False,
+            "schema_version": 1,
+            "schemas": {1: SCHEMA},
+            **(ds or {}),
+        }
+    )
+    gs = (
+        grants
+        if grants is not None
+        else [
+            _grant("g1", "psb", ("licence_no", "legal_rep_id", "phone")),
+            _grant("g2", "tax", ("licence_no", "status")),
+        ]
+    )
     return PolicySnapshot(1, ags, {"ds": state}, {g.id: g for g in gs}, {"ds": gs})
 
 
-def _item(i: int, *, value: bytes | None = None, publisher: str = "market", version: int = 1,
-          dataset: str = "ds") -> Incoming:
-    return Incoming(i, f"{i:032x}", dataset, publisher, version, None,
-                    _encode(licence_record(i)) if value is None else value)
+def _item(
+    i: int, *, value: bytes | None = None, publisher: str = "market", version: int = 1, dataset: str = "ds"
+) -> Incoming:
+    return Incoming(
+        i,
+        f"{i:032x}",
+        dataset,
+        publisher,
+        version,
+        None,
+        _encode(licence_record(i)) if value is None else value,
+    )
 
 
 def _no_copies(_d, _p, records):
@@ -61,7 +86,9 @@ def _no_copies(_d, _p, records):
 
 
 def _decide(snap: PolicySnapshot, items: list[Incoming], copies=_no_copies, limit: int = 1_000_000):
-    return process_batch(snap, items, copies=copies, routes=RouteTable(MASTER), limit=limit, accepted_at_ms=NOW_MS)
+    return process_batch(
+        snap, items, copies=copies, routes=RouteTable(MASTER), limit=limit, accepted_at_ms=NOW_MS
+    )
 
 
 def _view(grant: GrantState) -> dict:
@@ -93,19 +120,31 @@ def test_r1_r13_r14_r15_each_refusal_has_its_stable_code(what, snap_kw, item_kw,
     assert kinds == ([classify(code)] if classify(code) else [])
 
 
-@pytest.mark.parametrize(("code", "kind"), [
-    ("record.unauthenticated", ViolationKind.UNAUTHENTICATED), ("recollection.detected", ViolationKind.RECOLLECTION),
-    ("forwarding.detected", ViolationKind.FORWARDING), ("suspended", ViolationKind.SUSPENDED),
-    ("auth.forbidden", ViolationKind.FORBIDDEN), ("record.invalid", None), ("record.too_large", None),
-    ("catalog.not_found", None), ("dataset.not_approved", None),
-])
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("record.unauthenticated", ViolationKind.UNAUTHENTICATED),
+        ("recollection.detected", ViolationKind.RECOLLECTION),
+        ("forwarding.detected", ViolationKind.FORWARDING),
+        ("suspended", ViolationKind.SUSPENDED),
+        ("auth.forbidden", ViolationKind.FORBIDDEN),
+        ("record.invalid", None),
+        ("record.too_large", None),
+        ("catalog.not_found", None),
+        ("dataset.not_approved", None),
+    ],
+)
 def test_r15_classify_names_the_violation_of_each_code(code: str, kind) -> None:
     assert classify(code) == kind
 
 
 GRANT_STATES = [
-    ({"status": "active"}, True), ({"status": "pending"}, False), ({"status": "revoked"}, False),
-    ({"status": "suspended"}, False), ({"status": "expired"}, False), ({"status": "denied"}, False),
+    ({"status": "active"}, True),
+    ({"status": "pending"}, False),
+    ({"status": "revoked"}, False),
+    ({"status": "suspended"}, False),
+    ({"status": "expired"}, False),
+    ({"status": "denied"}, False),
 ]
 
 
@@ -138,15 +177,20 @@ def test_r14_an_expired_grant_and_a_grant_active_only_later_receive_nothing() ->
 
 def test_r9_a_copy_costs_only_its_record_and_groups_one_violation_per_batch() -> None:
     def copies(_d, _p, records):
-        return [RecollectionDetected("copy", grant="gx") if r["licence_no"].endswith(("1", "3")) else None
-                for r in records]
+        return [
+            RecollectionDetected("copy", grant="gx") if r["licence_no"].endswith(("1", "3")) else None
+            for r in records
+        ]
 
     out = _decide(_snap(), [_item(i) for i in range(5)], copies=copies)
     assert sorted(a.item.ref for a in out.accepted) == [0, 2, 4]
     assert sorted(r.ref for r in out.refused) == [1, 3]
     [v] = out.violations()
-    assert v.kind == ViolationKind.RECOLLECTION and v.grant_id == "gx" and sorted(v.record_ids) == [f"{1:032x}",
-                                                                                                  f"{3:032x}"]
+    assert (
+        v.kind == ViolationKind.RECOLLECTION
+        and v.grant_id == "gx"
+        and sorted(v.record_ids) == [f"{1:032x}", f"{3:032x}"]
+    )
 
 
 def test_r14_the_copy_check_is_asked_once_per_dataset_and_publisher() -> None:
@@ -168,26 +212,38 @@ def test_r14_a_copy_check_that_cannot_be_made_fails_the_batch_closed() -> None:
         _decide(_snap(), [_item(1)], copies=down)
 
 
-records = st.fixed_dictionaries({
-    "licence_no": st.text(max_size=20), "credit_code": st.text(max_size=20), "enterprise_name": st.text(max_size=30),
-    "legal_rep_name": st.text(max_size=20), "legal_rep_id": st.text(max_size=20), "phone": st.text(max_size=15),
-    "address": st.text(max_size=30), "region_code": st.text(max_size=6), "business_scope": st.text(max_size=30),
-    "registered_capital": st.integers(-(2**63), 2**63 - 1), "issued_on": st.text(max_size=10),
-    "status": st.text(max_size=10),
-})
+records = st.fixed_dictionaries(
+    {
+        "licence_no": st.text(max_size=20),
+        "credit_code": st.text(max_size=20),
+        "enterprise_name": st.text(max_size=30),
+        "legal_rep_name": st.text(max_size=20),
+        "legal_rep_id": st.text(max_size=20),
+        "phone": st.text(max_size=15),
+        "address": st.text(max_size=30),
+        "region_code": st.text(max_size=6),
+        "business_scope": st.text(max_size=30),
+        "registered_capital": st.integers(-(2**63), 2**63 - 1),
+        "issued_on": st.text(max_size=10),
+        "status": st.text(max_size=10),
+    }
+)
 field_sets = st.lists(st.sampled_from(FIELDS), min_size=1, max_size=len(FIELDS), unique=True)
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(records, min_size=1, max_size=8), field_sets, st.lists(st.binary(max_size=40), max_size=3))
-def test_r7_r12_nothing_outside_a_grant_appears_in_its_delivery_and_decisions_repeat(recs, fields, junk) -> None:
+def test_r7_r12_nothing_outside_a_grant_appears_in_its_delivery_and_decisions_repeat(
+    recs, fields, junk
+) -> None:
     g = _grant("g1", "psb", tuple(f for f in FIELDS if f in fields))
     snap = _snap(grants=[g])
     items = [Incoming(i, f"{i:032x}", "ds", "market", 1, None, _encode(r)) for i, r in enumerate(recs)]
     items += [Incoming(100 + i, f"{100 + i:032x}", "ds", "market", 1, None, b) for i, b in enumerate(junk)]
     first, again = _decide(snap, items), _decide(snap, items)
-    assert [(a.item.ref, [d.value for d in a.deliveries]) for a in first.accepted] == \
-        [(a.item.ref, [d.value for d in a.deliveries]) for a in again.accepted]
+    assert [(a.item.ref, [d.value for d in a.deliveries]) for a in first.accepted] == [
+        (a.item.ref, [d.value for d in a.deliveries]) for a in again.accepted
+    ]
     assert [(r.ref, r.code) for r in first.refused] == [(r.ref, r.code) for r in again.refused]
     assert len(first.accepted) + len(first.refused) == len(items)  # every record has one outcome
     assert {a.item.ref for a in first.accepted} >= set(range(len(recs)))  # junk never costs a good record

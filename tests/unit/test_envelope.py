@@ -18,7 +18,9 @@ from bus.vocab import TopicKind
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ENVELOPE.md"
 KEY = bytes(range(32))
 NONCE = bytes.fromhex("000102030405060708090a0b")
-META = Meta("0190a1b2c3d4e5f60718293a4b5c6d7e", "market", "market-licences", 2, 1764748800000, "gr-1", "check", "k1")
+META = Meta(
+    "0190a1b2c3d4e5f60718293a4b5c6d7e", "market", "market-licences", 2, 1764748800000, "gr-1", "check", "k1"
+)
 
 
 def _vectors() -> dict[str, str]:
@@ -62,15 +64,25 @@ def _sealed(key: bytes | None = b"k", value: bytes = b"value") -> tuple[Sealer, 
 )
 def test_r8_r14_any_changed_bound_header_fails_to_open(change: str) -> None:
     sealer, _, sealed = _sealed()
-    new = {"record_id": "f" * 32, "publisher": "other", "dataset": "other", "schema_version": 3,
-           "published_at_ms": 1, "grant": "gr-2", "scenario": "x", "kid": "k2"}[change]
+    new = {
+        "record_id": "f" * 32,
+        "publisher": "other",
+        "dataset": "other",
+        "schema_version": 3,
+        "published_at_ms": 1,
+        "grant": "gr-2",
+        "scenario": "x",
+        "kid": "k2",
+    }[change]
     moved = dataclasses.replace(META, **{change: new}).pack()
     with pytest.raises(EnvelopeError):
         sealer.open(TopicKind.DELIVER, "gr-1", moved, sealed)
 
 
-@pytest.mark.parametrize(("kind", "scope"), [(TopicKind.DELIVER, "gr-2"), (TopicKind.DATA, "gr-1"),
-                                             (TopicKind.INGRESS, "market-licences")])
+@pytest.mark.parametrize(
+    ("kind", "scope"),
+    [(TopicKind.DELIVER, "gr-2"), (TopicKind.DATA, "gr-1"), (TopicKind.INGRESS, "market-licences")],
+)
 def test_r8_a_ciphertext_moved_to_another_topic_or_grant_fails_to_open(kind: TopicKind, scope: str) -> None:
     sealer, meta, sealed = _sealed()
     with pytest.raises(EnvelopeError):
@@ -108,10 +120,15 @@ def test_r14_any_bytes_as_bus_meta_parse_or_raise_envelope_error(raw: bytes) -> 
     assert meta.pack() == raw  # whatever parses is exactly what it says
 
 
-@pytest.mark.parametrize("bad", [
-    Meta("xyz", "p", "d", 1), Meta("0" * 32, "p", "d", 0), Meta("0" * 32, "p", "d", 2**31),
-    Meta("0" * 32, "p" * 2000, "d", 1),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Meta("xyz", "p", "d", 1),
+        Meta("0" * 32, "p", "d", 0),
+        Meta("0" * 32, "p", "d", 2**31),
+        Meta("0" * 32, "p" * 2000, "d", 1),
+    ],
+)
 def test_r14_meta_out_of_range_is_refused_when_packed(bad: Meta) -> None:
     with pytest.raises(EnvelopeError):
         bad.pack()
