@@ -116,7 +116,7 @@ def _ensure_topic(ctx: BusContext, grant_id: str) -> None:
     from bus.exchange.kafka import ensure_topics
 
     try:
-        ensure_topics(ctx.bootstrap, [ctx.topics.deliver(grant_id)], timeout=5)
+        ensure_topics(ctx.bootstrap, [ctx.topics.deliver(grant_id)], timeout=5, settings=ctx.settings)
     except Exception:  # the router's first produce creates it anyway
         log.warning("could not create the delivery topic of grant %s", grant_id, exc_info=True)
 
