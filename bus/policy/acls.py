@@ -31,6 +31,7 @@ class ResourceType(StrEnum):
     TOPIC = "TOPIC"
     GROUP = "GROUP"
     BROKER = "BROKER"
+    TRANSACTIONAL_ID = "TRANSACTIONAL_ID"  # never planned: known so that a stray one is deleted
 
 
 class PatternType(StrEnum):
