@@ -80,9 +80,10 @@ def broker_facts(settings: Settings, bootstrap: str) -> BrokerFacts:
     client = admin(bootstrap, settings)
     cluster = client.describe_cluster(request_timeout=_TIMEOUT).result(_TIMEOUT)
     facts = BrokerFacts(False, facts.apis, str(cluster.cluster_id or ""))
-    if support_problem(facts) or cluster.controller is None:
-        return facts
-    resource = ck.ConfigResource(ck.ResourceType.BROKER, str(cluster.controller.id))
+    node = cluster.controller or (cluster.nodes[0] if cluster.nodes else None)
+    if support_problem(facts) or node is None:  # no broker to ask: treated as "no authorizer"
+        return BrokerFacts(False, facts.apis, facts.cluster_id, "" if node is None else None)
+    resource = ck.ConfigResource(ck.ResourceType.BROKER, str(node.id))
     configs = client.describe_configs([resource], request_timeout=_TIMEOUT)[resource].result(_TIMEOUT)
     entry = configs.get("authorizer.class.name")
     return BrokerFacts(False, facts.apis, facts.cluster_id, (entry.value or "") if entry else "")

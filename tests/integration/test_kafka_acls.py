@@ -180,3 +180,24 @@ def test_r8_grant_and_catalogue_changes_update_the_acls_and_fail_safe_on_the_emb
     for want, got in zip(expected, messages, strict=True):
         assert got.startswith(f"Kafka ACLs not updated after {want}: ") and "[kafka.acls_unsupported]" in got
         assert "embedded broker" in got
+
+
+def test_r8_expiry_updates_the_acls(
+    ctx: BusContext, agency_factory, dataset_factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    from datetime import timedelta
+
+    from bus.grants.service import expire_due
+
+    market, _ = agency_factory("market")
+    psb, _ = agency_factory("psb")
+    ds = dataset_factory(market, dataset_id="licences")
+    _grant(ctx, "gr-0000000000e1", ds, psb, "active")
+    with ctx.store.session() as s:
+        s.get(Grant, "gr-0000000000e1").valid_until = datetime.now(UTC) - timedelta(seconds=1)
+    caplog.set_level(logging.INFO, logger="bus.exchange.acl_sync")
+    assert expire_due(ctx) == ["gr-0000000000e1"]
+    assert [
+        m for m in _hook_reasons(caplog) if m.startswith("Kafka ACLs not updated after 1 grants expired: ")
+    ]
+    assert expire_due(ctx) == [] and len(_hook_reasons(caplog)) == 1  # nothing changed: no sync
