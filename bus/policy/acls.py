@@ -258,8 +258,15 @@ def access_of(catalogue: Catalogue, now: datetime) -> dict[str, tuple[list[str],
         if source is None or g.agency_id not in out:
             continue
         owner = agencies.get(source.owner_id)
-        flags = (source.suspended, owner is None or owner.suspended)  # the grantee's own flag: _on_kafka
-        if deliverable(g.status, g.valid_until, now, flags=flags):
+        # the delivery rule of the pipeline: an active grant before its valid_until (`deliverable`), on an
+        # approved dataset, nothing suspended (the grantee's own flag is checked by _on_kafka)
+        delivering = source.status == DatasetStatus.APPROVED and not source.suspended
+        if (
+            delivering
+            and owner is not None
+            and not owner.suspended
+            and deliverable(g.status, g.valid_until, now)
+        ):
             out[g.agency_id][1].append(g.id)
     return out
 
