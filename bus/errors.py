@@ -237,6 +237,13 @@ class ConfigError(BusError):
     code, status, title = "config.invalid", 422, "Invalid configuration"
 
 
+class KafkaAclsUnsupported(BusError):
+    """The broker cannot hold ACLs (the embedded Tansu broker, or a Kafka without an authorizer): the bus
+    refuses to manage them there rather than call ``create_acls``, which aborts librdkafka on Tansu."""
+
+    code, status, title = "kafka.acls_unsupported", 501, "The broker does not enforce ACLs"
+
+
 # --- connectors (R8, R13) -------------------------------------------------------------------------
 class ConnectorExists(Conflict):
     code = "connector.exists"

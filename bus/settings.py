@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,24 @@ class Settings(BaseSettings):
         "'<prefix>bus.validator' and '<prefix>bus.router' instead of assigning every partition to "
         "themselves: set it on every node when extra `databus worker ... --group` replicas share the "
         "work (docker-compose does)",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] | None = Field(
+        default=None,
+        description="librdkafka 'security.protocol' of the bus's own Kafka clients (unset: PLAINTEXT)",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] | None = Field(
+        default=None, description="librdkafka 'sasl.mechanism' (docker-compose: SCRAM-SHA-512)"
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None,
+        description="the bus's SASL user: its principal is User:<name> (the broker's super user in "
+        "docker-compose; 'bus' when unset in the ACL plan)",
+    )
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="the bus's SASL password")
+    kafka_acls: bool = Field(
+        default=False,
+        description="keep the broker's ACLs equal to the plan of the catalogue and grants (Apache Kafka "
+        "with an authorizer only): every grant or dataset change applies the difference after its commit",
     )
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None,
@@ -90,6 +109,19 @@ class Settings(BaseSettings):
     @property
     def embedded_redis(self) -> bool:
         return self.redis_url is None
+
+    def kafka_security(self) -> dict[str, str]:
+        """The librdkafka settings that authenticate the bus's own clients (empty when none are set)."""
+        conf: dict[str, str] = {}
+        if self.kafka_security_protocol:
+            conf["security.protocol"] = self.kafka_security_protocol
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            conf["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password is not None:
+            conf["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        return conf
 
     @property
     def fast_profile(self) -> bool:

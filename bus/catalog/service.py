@@ -148,6 +148,13 @@ def _announce(ctx: BusContext, dataset_id: str) -> None:
         log.warning("could not announce the change of dataset %s", dataset_id, exc_info=True)
 
 
+def _sync_acls(ctx: BusContext, reason: str) -> None:
+    """After the commit: the broker's ACLs follow the catalogue (``BUS_KAFKA_ACLS``; never raises)."""
+    from bus.exchange.acl_sync import sync
+
+    sync(ctx, reason)
+
+
 def _unknown_agencies(s: Session, ids: list[str] | None) -> list[str]:
     if not ids:
         return []
@@ -303,6 +310,7 @@ def review(ctx: BusContext, caller: Caller, dataset_id: str, body: ReviewIn) -> 
     )
     if target is DatasetStatus.APPROVED:
         _announce(ctx, ds.id)
+        _sync_acls(ctx, f"dataset {ds.id} approved")
     return dataset_json(ds, schema, caller)
 
 
@@ -371,6 +379,7 @@ def retire(ctx: BusContext, caller: Caller, dataset_id: str) -> dict[str, Any]:
         schema = _schema(s, ds.id, ds.schema_version)
     events.publish(ctx, [events.catalog_event("dataset.retired", caller.id, ds, audit_seq=row.seq)])
     _announce(ctx, ds.id)
+    _sync_acls(ctx, f"dataset {ds.id} retired")
     _forget_fingerprints(ctx, ds.id)
     return dataset_json(ds, schema, caller)
 

@@ -62,6 +62,8 @@ def producer_config(bootstrap: str, settings: Settings | None = None, **extra: A
         "compression.type": "lz4",
         "queue.buffering.max.messages": 500_000,
     }
+    if settings is not None:
+        conf.update(settings.kafka_security())
     conf.update(extra)
     return conf
 
@@ -82,36 +84,48 @@ def consumer_config(
     }
     if fast:
         conf.update({"session.timeout.ms": 2000, "heartbeat.interval.ms": 500})
+    if settings is not None:
+        conf.update(settings.kafka_security())
     conf.update(extra)
     return conf
 
 
-_admins: dict[str, AdminClient] = {}
+_admins: dict[tuple[str, frozenset[tuple[str, str]]], AdminClient] = {}
 _admins_lock = threading.Lock()
 
 
-def admin(bootstrap: str) -> AdminClient:
-    """One admin client per bootstrap for the process (thread-safe; connecting costs tens of ms)."""
+def admin(bootstrap: str, settings: Settings | None = None) -> AdminClient:
+    """One admin client per bootstrap (and credentials) for the process (thread-safe; connecting costs
+    tens of ms). Pass the settings wherever the bus's own SASL credentials may be configured."""
+    security = settings.kafka_security() if settings is not None else {}
+    key = (bootstrap, frozenset(security.items()))
     with _admins_lock:
-        client = _admins.get(bootstrap)
+        client = _admins.get(key)
         if client is None:
-            client = _admins[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
+            client = _admins[key] = AdminClient({"bootstrap.servers": bootstrap, **security})
         return client
 
 
 def drop_admin(bootstrap: str) -> None:
-    """Forget the cached admin client of a broker that is going away: left alive, librdkafka retries
+    """Forget the cached admin clients of a broker that is going away: left alive, librdkafka retries
     the connection (and logs "Connection refused") every 50 ms until the process exits."""
     with _admins_lock:
-        _admins.pop(bootstrap, None)
+        for key in [k for k in _admins if k[0] == bootstrap]:
+            _admins.pop(key, None)
 
 
-def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 4, timeout: float = 10.0) -> None:
+def ensure_topics(
+    bootstrap: str,
+    topics: Iterable[str],
+    partitions: int = 4,
+    timeout: float = 10.0,
+    settings: Settings | None = None,
+) -> None:
     """Create the topics that do not exist yet (idempotent, tolerant of races).
 
     Asks to create them straight away and accepts "already exists": listing every topic first cost
     57 ms per call with 2,000 topics on the embedded broker (0.7 ms with 10), on every grant created."""
-    client = admin(bootstrap)
+    client = admin(bootstrap, settings)
     wanted = list(dict.fromkeys(topics))
     if not wanted:
         return

@@ -81,7 +81,7 @@ class ReceiptsWorker:
         try:
             while not self._stop.is_set() and consumer is None:
                 try:
-                    ensure_topics(self.ctx.bootstrap, [self.topic])
+                    ensure_topics(self.ctx.bootstrap, [self.topic], settings=self.ctx.settings)
                     consumer = new_consumer(self.ctx.bootstrap, self.group, self.ctx.settings)
                     if not assign_from_committed(consumer, [self.topic]):
                         raise RuntimeError(f"no partitions for {self.topic}")

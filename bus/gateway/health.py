@@ -19,7 +19,7 @@ def _check_broker(ctx: BusContext) -> None:
 
     # DescribeCluster asks a broker for the cluster, not for every topic's metadata (list_topics took
     # 57 ms with 2,000 topics; this takes ~2 ms whatever the cluster holds)
-    cluster = admin(ctx.bootstrap).describe_cluster(request_timeout=2).result(2.5)
+    cluster = admin(ctx.bootstrap, ctx.settings).describe_cluster(request_timeout=2).result(2.5)
     if not cluster.nodes:
         raise RuntimeError("the cluster reports no broker")
 

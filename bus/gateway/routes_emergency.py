@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from bus.context import BusContext
 from bus.errors import AgencyNotFound, CatalogNotFound, GrantNotActive, GrantNotFound, Unavailable
-from bus.exchange import policy_events
+from bus.exchange import acl_sync, policy_events
 from bus.gateway.auth import Principal, ctx_of, require, require_admin
 from bus.lineage import audit
 from bus.store.models import Agency, Dataset, Grant
@@ -110,6 +110,8 @@ def switch(ctx: BusContext, actor: str, body: SwitchIn, suspend: bool) -> dict[s
             f"({type(exc).__name__}); workers that cannot reach Redis stop delivering (fail closed) and pick "
             "the change up when it is back"
         ) from None
+    finally:  # the broker's ACLs follow the switch too (BUS_KAFKA_ACLS; never raises)
+        acl_sync.sync(ctx, f"{body.kind} {body.id} {action}")
     return {
         "kind": body.kind,
         "id": body.id,

@@ -111,12 +111,19 @@ def _announce(ctx: BusContext, grant_id: str) -> None:
         log.warning("could not announce the change of grant %s", grant_id, exc_info=True)
 
 
+def _sync_acls(ctx: BusContext, reason: str) -> None:
+    """After the commit: the broker's ACLs follow the grant (``BUS_KAFKA_ACLS``; never raises)."""
+    from bus.exchange.acl_sync import sync
+
+    sync(ctx, reason)
+
+
 def _ensure_topic(ctx: BusContext, grant_id: str) -> None:
     """Create ``deliver.<grant>`` up front so subscribers can attach before the first delivery."""
     from bus.exchange.kafka import ensure_topics
 
     try:
-        ensure_topics(ctx.bootstrap, [ctx.topics.deliver(grant_id)], timeout=5)
+        ensure_topics(ctx.bootstrap, [ctx.topics.deliver(grant_id)], timeout=5, settings=ctx.settings)
     except Exception:  # the router's first produce creates it anyway
         log.warning("could not create the delivery topic of grant %s", grant_id, exc_info=True)
 
@@ -207,6 +214,7 @@ def request_grant(ctx: BusContext, caller: Caller, req: GrantRequestIn) -> dict[
     if body["status"] == GrantStatus.ACTIVE:
         _ensure_topic(ctx, body["id"])
         _announce(ctx, body["id"])
+        _sync_acls(ctx, f"grant {body['id']} granted")
     return body
 
 
@@ -250,6 +258,7 @@ def decide(
     if target == GrantStatus.ACTIVE:
         _ensure_topic(ctx, grant_id)
     _announce(ctx, grant_id)
+    _sync_acls(ctx, f"grant {grant_id} {target.value}")
     return body
 
 
@@ -274,6 +283,7 @@ def revoke(ctx: BusContext, caller: Caller, grant_id: str, reason: str | None) -
         )
         body = grant_json(grant, ctx)
     _announce(ctx, grant_id)
+    _sync_acls(ctx, f"grant {grant_id} revoked")
     return body
 
 
@@ -307,6 +317,8 @@ def expire_due(ctx: BusContext) -> list[str]:
             )
     for gid in expired:
         _announce(ctx, gid)
+    if expired:
+        _sync_acls(ctx, f"{len(expired)} grants expired")
     return expired
 
 

@@ -96,3 +96,84 @@ def test_r14_pipeline_replicas_share_one_consumer_group_with_the_bus_pipeline() 
     prefix = env.get("BUS_TOPIC_PREFIX", "")
     assert command[command.index("--group") + 1] == f"{prefix}bus.pipeline"
     assert services["pipeline"]["environment"] == env  # same bus: same prefix, keys, store
+
+
+# --- Apache Kafka with SASL/SCRAM and the StandardAuthorizer (R8, R14) ---------------------------------
+def _interpolated(value: object) -> str:
+    """A compose value with ``${VAR:?msg}`` / ``${VAR:-default}`` resolved as a test would set them."""
+    import re
+
+    text = str(value)
+    text = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: m.group(2), text)
+    return re.sub(r"\$\{(\w+):\?[^}]*\}", lambda m: f"test-{m.group(1).lower()}", text)
+
+
+def _broker_config() -> dict[str, str]:
+    """The broker properties deploy/kafka/start.sh renders from the kafka service's environment."""
+    import os
+    import shutil
+    import subprocess
+
+    service = _compose()["services"]["kafka"]
+    script = service["entrypoint"][-1]
+    mount = next(v for v in service["volumes"] if script.startswith(v.split(":")[1]))
+    local = ROOT / mount.split(":")[0] / script.removeprefix(mount.split(":")[1]).lstrip("/")
+    env = {k: _interpolated(v) for k, v in service["environment"].items()}
+    bash = shutil.which("bash")
+    assert bash, "bash is needed to render the broker config"
+    done = subprocess.run(
+        [bash, str(local), "--print-config"],
+        env={**env, "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+
+
+def test_r14_kafka_listens_only_with_sasl_and_denies_what_no_acl_allows() -> None:
+    conf = _broker_config()
+    protocols = dict(p.split(":") for p in conf["listener.security.protocol.map"].split(","))
+    listeners = [item.split("://")[0] for item in conf["listeners"].split(",")]
+    assert listeners and all(protocols[name] == "SASL_PLAINTEXT" for name in listeners)  # no PLAINTEXT door
+    clients = conf["inter.broker.listener.name"]
+    assert conf["advertised.listeners"].startswith(f"{clients}://kafka:")
+    assert conf[f"listener.name.{clients.lower()}.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert conf["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
+    assert conf["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert conf["allow.everyone.if.no.acl.found"] == "false"
+    assert "ScramLoginModule" in conf[f"listener.name.{clients.lower()}.scram-sha-512.sasl.jaas.config"]
+    assert conf["process.roles"] == "broker,controller" and conf["log.dirs"] == "/var/lib/kafka/data"
+
+
+def test_r14_the_bus_logs_in_as_the_super_user_created_when_the_storage_is_formatted() -> None:
+    services = _compose()["services"]
+    bus, kafka = services["bus"]["environment"], services["kafka"]["environment"]
+    user = bus["BUS_KAFKA_SASL_USERNAME"]
+    assert f"User:{user}" in _broker_config()["super.users"].split(";")
+    assert kafka["BUS_KAFKA_SASL_USERNAME"] == user
+    assert kafka["BUS_KAFKA_SASL_PASSWORD"] == bus["BUS_KAFKA_SASL_PASSWORD"]
+    assert str(bus["BUS_KAFKA_SASL_PASSWORD"]).startswith("${BUS_KAFKA_SASL_PASSWORD:?")  # never a default
+    script = services["kafka"]["entrypoint"][-1].removeprefix("/opt/databus/")
+    text = (ROOT / "deploy" / script).read_text()
+    assert "kafka-storage.sh format" in text and "--ignore-formatted" in text
+    assert (
+        '--add-scram "SCRAM-SHA-512=[name=${BUS_KAFKA_SASL_USERNAME},password=${BUS_KAFKA_SASL_PASSWORD}]"'
+        in text
+    )
+    # the settings the bus (and every pipeline replica) reads put those credentials on every librdkafka client
+    settings = Settings(**{k[4:].lower(): _interpolated(v) for k, v in bus.items() if k.startswith("BUS_")})
+    from bus.exchange.kafka import consumer_config, producer_config
+
+    for conf in (producer_config("kafka:9092", settings), consumer_config("kafka:9092", "g", settings)):
+        assert conf["security.protocol"] == "SASL_PLAINTEXT" and conf["sasl.mechanism"] == "SCRAM-SHA-512"
+        assert conf["sasl.username"] == user and conf["sasl.password"] == "test-bus_kafka_sasl_password"
+    assert settings.kafka_acls is True and not settings.fast_profile
+    assert services["pipeline"]["environment"] == bus
+
+
+def test_r14_the_kafka_health_check_authenticates() -> None:
+    check = " ".join(_compose()["services"]["kafka"]["healthcheck"]["test"])
+    assert "--command-config /tmp/databus-client.properties" in check
+    assert "databus-client.properties" in (ROOT / "deploy/kafka/start.sh").read_text()
