@@ -206,7 +206,9 @@ class Publisher:
         if self._rejections is None:
             import uuid
 
-            consumer = Consumer(consumer_config(self.bootstrap, f"rejections-{uuid.uuid4().hex}"))
+            login = ("security.", "sasl.", "ssl.")  # the agency's broker login, if any
+            security = {k: v for k, v in self._extra_config.items() if k.startswith(login)}
+            consumer = Consumer(consumer_config(self.bootstrap, f"rejections-{uuid.uuid4().hex}", **security))
             assign_from_committed(consumer, [self.topics.rejected(self.dataset)])
             self._rejections = consumer
         consumer = self._rejections

@@ -71,7 +71,10 @@ class Subscriber:
         topic_prefix: str = "",
         group: str | None = None,
         keys: KeyFetcher | None = None,
+        client_config: dict[str, Any] | None = None,
     ) -> None:
+        """``client_config``: extra librdkafka settings for its consumer and receipt producer (e.g. the
+        agency's SASL/SCRAM login on Apache Kafka: ``security.protocol``, ``sasl.mechanism``, ...)."""
         self.bootstrap = bootstrap
         self.agency_id = agency_id
         self.grant_id = grant_id
@@ -87,12 +90,16 @@ class Subscriber:
         self._next_assign = 0.0
         self._unacked: list[Delivery] = []
         self._fetch_keys = keys
+        self._client_config = dict(client_config or {})
         self._sealers: dict[str, Sealer] = {}
         self._misses: set[str] = set()
         self.dropped = 0  # records that did not open under the grant's keys (never returned)
 
     @classmethod
-    def from_gateway(cls, url: str, api_key: str, grant_id: str, *, group: str | None = None) -> Subscriber:
+    def from_gateway(
+        cls, url: str, api_key: str, grant_id: str, *, group: str | None = None,
+        client_config: dict[str, Any] | None = None,
+    ) -> Subscriber:
         """Check the caller may read the grant now, and fetch the broker address and the view schema.
 
         Raises the gateway's ``BusError`` (``auth.forbidden``, ``grant.not_active``, ``suspended``).
@@ -116,6 +123,7 @@ class Subscriber:
             topic_prefix=bus.get("topic_prefix", ""),
             group=group,
             keys=keys,
+            client_config=client_config,
         )
 
     def _sealer(self, kid: str) -> Sealer | None:
@@ -147,7 +155,7 @@ class Subscriber:
 
     def _ensure_assigned(self) -> Consumer:
         if self._consumer is None:
-            self._consumer = Consumer(consumer_config(self.bootstrap, self.group))
+            self._consumer = Consumer(consumer_config(self.bootstrap, self.group, **self._client_config))
         if not self._assigned and time.monotonic() >= self._next_assign:
             self._next_assign = time.monotonic() + _REASSIGN_INTERVAL
             self._assigned = bool(assign_from_committed(self._consumer, [self.topic]))
@@ -220,7 +228,7 @@ class Subscriber:
         key = self.grant_id.encode()
         signature = self._signer.sign(key, value, rid, self.agency_id, "bus.receipts", RECEIPT_SCHEMA_VERSION)
         if self._producer is None:
-            self._producer = Producer(producer_config(self.bootstrap))
+            self._producer = Producer(producer_config(self.bootstrap, **self._client_config))
         # the senders to link to: one header list per distinct context (a batch shares a few)
         acked = [
             [(Header.TRACEPARENT, tp)]
