@@ -45,7 +45,10 @@ class DeliveryFailed(Exception):
 
 
 class BatchWorker(ABC):
+    """Every long-lived consuming loop of the bus: the pipeline and the receipts worker."""
+
     name = "worker"
+    uses_policy = True  # False: the worker decides nothing against the policy (no cache, no listener)
 
     def __init__(
         self,
@@ -63,8 +66,8 @@ class BatchWorker(ABC):
         self.group_mode = group is not None or ctx.settings.worker_group_mode
         # the default group is derived from the worker's name: "<bus prefix>bus.validator", "...bus.router"
         self.group_id = group or f"{ctx.topics.prefix}bus.{self.name}"
-        self.cache = cache or PolicyCache(ctx)
-        self._own_cache = cache is None
+        self.cache = cache or PolicyCache(ctx, listen=self.uses_policy)
+        self._own_cache = cache is None and self.uses_policy
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ok = False

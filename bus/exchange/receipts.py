@@ -11,15 +11,14 @@ seen again after a crash (same receipt id) is skipped, so replays do not double-
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from typing import Any
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Message, Producer
 from sqlalchemy import select
 
 from bus.context import BusContext
-from bus.exchange.kafka import assign_from_committed, ensure_topics, new_consumer
+from bus.exchange.batch_worker import BatchWorker
+from bus.exchange.kafka import ensure_topics, headers_of
 from bus.exchange.keyring import signing_secret_of
 from bus.exchange.signing import Signer
 from bus.lineage import tracing
@@ -32,104 +31,53 @@ from bus.vocab import Header
 log = logging.getLogger(__name__)
 
 RECEIPTS_DATASET = "bus.receipts"  # the dataset slot of a receipt's signature
-BATCH = 500
-POLL_TIMEOUT = 0.1
-MAX_BACKOFF = 2.0
 
 
 def decode_receipt(value: bytes) -> dict[str, Any]:
     return read_record(value, parsed_schema("receipt"))
 
 
-class ReceiptsWorker:
+class ReceiptsWorker(BatchWorker):
+    """A ``BatchWorker`` on ``bus.receipts``: the pipeline's loop, rewind and refused-commit handling."""
+
     name = "receipts"
+    uses_policy = False
 
     def __init__(self, ctx: BusContext) -> None:
-        self.ctx = ctx
+        super().__init__(ctx, topic_prefix=ctx.topics.receipts)
+        self.group_id = f"{ctx.topics.prefix}bus-receipts"  # the group receipts were always committed under
         self.topic = ctx.topics.receipts
-        self.group = f"{ctx.topics.prefix}bus-receipts"
         self.recorder = LineageRecorder(ctx.store)
         self._signers: dict[str, Signer] = {}
         self._grants: dict[str, str] = {}  # grant id -> grantee agency
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._last_loop = 0.0
-        self._ok = False
+        self._batch: tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]] | None = None
         self.receipts = 0
         self.refused = 0
-        self.last_error: str | None = None
 
-    # --- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
+        try:  # so the SDK's first receipt finds it; the topic scan assigns it either way
+            ensure_topics(self.ctx.bootstrap, [self.topic], settings=self.ctx.settings)
+        except Exception as exc:
+            log.info("receipts: %s not created yet (%s); it is assigned once it exists", self.topic, exc)
+        super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=15)
-            self._thread = None
+    def wants_topic(self, topic: str) -> bool:
+        return topic == self.topic
 
-    def healthy(self) -> bool:
-        alive = self._thread is not None and self._thread.is_alive()
-        return alive and self._ok and time.monotonic() - self._last_loop < 10
-
-    # --- the loop ----------------------------------------------------------------------------------
-    def _run(self) -> None:
-        consumer = None
-        backoff = 0.1
-        try:
-            while not self._stop.is_set() and consumer is None:
-                try:
-                    ensure_topics(self.ctx.bootstrap, [self.topic], settings=self.ctx.settings)
-                    consumer = new_consumer(self.ctx.bootstrap, self.group, self.ctx.settings)
-                    if not assign_from_committed(consumer, [self.topic]):
-                        raise RuntimeError(f"no partitions for {self.topic}")
-                except Exception as exc:  # broker not reachable yet: retry, never give up silently
-                    self.last_error = str(exc)
-                    if consumer is not None:
-                        consumer.close()
-                        consumer = None
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
-            self._ok = True
-            backoff = 0.1
-            while consumer is not None and not self._stop.is_set():
-                self._last_loop = time.monotonic()
-                msgs = [m for m in consumer.consume(BATCH, POLL_TIMEOUT) if m.error() is None]
-                if not msgs:
-                    continue
-                try:
-                    self.process(msgs)
-                except Exception as exc:  # the store is down or a bug: rewind, retry, lose nothing
-                    log.warning("receipts: batch failed, retrying: %s", exc, exc_info=True)
-                    self.last_error = str(exc)
-                    _rewind(consumer, msgs)
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
-                    continue
-                consumer.commit(offsets=_next_offsets(msgs), asynchronous=False)
-                backoff = 0.1
-                self.last_error = None
-        finally:
-            self._ok = False
-            if consumer is not None:
-                consumer.close()
-
-    def process(self, msgs: list[Any]) -> None:
-        """Verify, decode and record one batch of receipts (one lineage write for all of them)."""
-        with tracing.consume_batch("process", self.topic, [m.headers() for m in msgs], group=self.group):
-            self._load([m.headers() for m in msgs])
+    def process(self, msgs: list[Message], producer: Producer) -> None:
+        """Verify and decode one batch of receipts; ``after_delivery`` records them in one lineage write."""
+        header_lists = [headers_of(m) for m in msgs]
+        with tracing.consume_batch("process", self.topic, header_lists, group=self.group_id):
+            self._load(header_lists)
             rows: list[dict[str, Any]] = []
             violations: list[dict[str, Any]] = []
             receipt_ids: list[str] = []
-            for m in msgs:
-                h: dict[str, bytes] = {k: v for k, v in (m.headers() or ()) if isinstance(v, bytes)}
+            for m, headers in zip(msgs, header_lists, strict=True):
+                h: dict[str, bytes] = {k: v for k, v in headers if isinstance(v, bytes)}
                 receipt_id = h.get(Header.RECORD_ID, b"").decode("utf-8", "replace")
                 try:
                     receipt = self._verified(m, h, receipt_id)
                 except _Refused as refusal:
-                    self.refused += 1
                     violations.append(refusal.violation)
                     continue
                 receipt_ids.append(receipt_id)
@@ -146,13 +94,25 @@ class ReceiptsWorker:
                             "receipt_id": receipt_id,
                         }
                     )
-            if rows:
-                seen = self._already_recorded(receipt_ids)
-                fresh = [r for r in rows if r["receipt_id"] not in seen]
+            self._batch = (rows, receipt_ids, violations)
+
+    def after_delivery(self) -> None:
+        if self._batch is None:
+            return
+        rows, receipt_ids, violations = self._batch
+        if rows:
+            seen = self._already_recorded(receipt_ids)  # a replay (or a retried write) counts once
+            fresh = [r for r in rows if r["receipt_id"] not in seen]
+            if fresh:
                 self.recorder.consumed(fresh)
-                self.receipts += len(set(receipt_ids) - seen)
-            if violations:
-                record_violations(self.ctx, violations)
+            self.receipts += len(set(receipt_ids) - seen)
+        if violations:
+            record_violations(self.ctx, violations)
+            self.refused += len(violations)
+        self._batch = None
+
+    def discard_batch(self) -> None:
+        self._batch = None
 
     def _verified(self, m: Any, h: dict[str, bytes], receipt_id: str) -> dict[str, Any]:
         publisher = h.get(Header.PUBLISHER, b"").decode("utf-8", "replace")
@@ -247,26 +207,6 @@ class _Refused(Exception):
             "detail": detail,
             "count": 1,
         }
-
-
-def _next_offsets(msgs: list[Any]) -> list[TopicPartition]:
-    last: dict[tuple[str, int], int] = {}
-    for m in msgs:
-        key = (m.topic(), m.partition())
-        last[key] = max(last.get(key, -1), m.offset())
-    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
-
-
-def _rewind(consumer: Any, msgs: list[Any]) -> None:
-    first: dict[tuple[str, int], int] = {}
-    for m in msgs:
-        key = (m.topic(), m.partition())
-        first[key] = min(first.get(key, m.offset()), m.offset())
-    for (t, p), o in first.items():
-        try:
-            consumer.seek(TopicPartition(t, p, o))
-        except Exception:
-            log.warning("receipts: could not rewind %s[%d] to %d", t, p, o, exc_info=True)
 
 
 def make_worker(ctx: BusContext) -> ReceiptsWorker:
