@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,32 +275,3 @@ class EmbeddedRedis:
         if self._proc:
             self._proc.stop()
             self._proc = None
-
-
-@contextlib.contextmanager
-def embedded_stack(data_dir: Path, *, kafka: bool = True, redis: bool = True) -> Iterator[
-    tuple[EmbeddedKafka | None, EmbeddedRedis | None]
-]:
-    """Start the parts asked for; stop them on exit, Ctrl-C and SIGTERM."""
-    k = EmbeddedKafka(data_dir) if kafka else None
-    r = EmbeddedRedis(data_dir) if redis else None
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def _on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # unwinds through the finally below
-
-    with contextlib.suppress(ValueError):  # not the main thread: rely on finally and PDEATHSIG
-        signal.signal(signal.SIGTERM, _on_term)
-    try:
-        if k:
-            k.start()
-        if r:
-            r.start()
-        yield k, r
-    finally:
-        if r:
-            r.stop()
-        if k:
-            k.stop()
-        with contextlib.suppress(ValueError, TypeError):
-            signal.signal(signal.SIGTERM, previous)

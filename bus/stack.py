@@ -9,7 +9,6 @@ import contextlib
 import importlib
 import logging
 import threading
-import time
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -145,6 +144,3 @@ class Stack:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def wait_forever(self) -> None:
-        while True:
-            time.sleep(0.5)

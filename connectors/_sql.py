@@ -61,14 +61,6 @@ def engine_for(url: str) -> Engine:
     return create_engine(parsed, **kw)
 
 
-def host_of_url(url: str) -> str:
-    """The host a database URL points at (``localhost`` for SQLite files), for the egress check."""
-    parsed = make_url(normalise(url))
-    if parsed.get_backend_name() == "sqlite":
-        return "localhost"
-    return parsed.host or "localhost"
-
-
 def classify(exc: BaseException, what: str) -> Exception:
     """A database error as a retryable or a fatal connector failure (message without passwords)."""
     detail = f"{what}: {mask_text(str(getattr(exc, 'orig', None) or exc)).splitlines()[0]}"

@@ -162,13 +162,6 @@ def assign_from_committed(
     return start
 
 
-def wait_for_delivery(producer: Producer, timeout: float = 30.0) -> None:
-    """Flush and fail loudly if anything stayed queued."""
-    remaining = producer.flush(timeout)
-    if remaining:
-        raise TimeoutError(f"{remaining} records not delivered after {timeout:.0f}s")
-
-
 def new_producer(bootstrap: str, settings: Settings | None = None, **extra: Any) -> Producer:
     return Producer(producer_config(bootstrap, settings, **extra))
 

@@ -135,15 +135,6 @@ def digest(key: bytes, semantic: str, normalised: str, buckets: int) -> Digest:
     )
 
 
-def semantic_values(record: Mapping[str, Any], fields: Sequence[Field]) -> dict[str, Any]:
-    """``semantic -> value`` of a record (the first field carrying a semantic wins)."""
-    out: dict[str, Any] = {}
-    for f in fields:
-        if f.semantic and f.semantic not in out and f.name in record:
-            out[f.semantic] = record[f.name]
-    return out
-
-
 assert ANCHOR_BYTES == 8 and TOKEN_BYTES == 4  # record_digests slices the 16-byte digest as digest() does
 
 

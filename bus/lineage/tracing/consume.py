@@ -248,6 +248,3 @@ def consume_messages(
     return batch.index_messages(msgs)
 
 
-def messages_headers(messages: Sequence[Any]) -> list[Headers]:
-    """``msg.headers()`` of confluent-kafka messages (a convenience for callers)."""
-    return [m.headers() for m in messages]

@@ -9,7 +9,6 @@ records they make. The batch path parses ``traceparent`` by hand (no Context obj
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -137,11 +136,6 @@ def _links(header_lists: Sequence[Headers]) -> list[Link]:
             seen.add((sc.trace_id, sc.span_id))
             links.append(Link(sc))
     return links
-
-
-def strip_trace_headers(headers: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """A record's headers without its trace context (before putting the next hop's on)."""
-    return [(k, v) for k, v in headers if k != _TP and k != _TS]
 
 
 def current_trace_id() -> str | None:
