@@ -178,12 +178,15 @@ def read_topic(ctx: BusContext, topic: str, n: int, timeout: float = 15.0) -> li
 
 def headers_of(msg: Any) -> dict[str, str]:
     """A consumed bus message's headers by the contract's names (the compact ``bus-meta`` unpacked)."""
-    from bus.exchange.envelope import META_HEADER, Meta
+    from bus.exchange.envelope import META_HEADER, EnvelopeError, Meta
 
     out = {k: (v or b"").decode("utf-8", "replace") for k, v in (msg.headers() or ()) if k != META_HEADER}
     raw = dict(msg.headers() or ()).get(META_HEADER)
     if raw:
-        out.update(Meta.unpack(raw).contract_headers())
+        try:
+            out.update(Meta.unpack(raw).contract_headers())
+        except EnvelopeError:  # a poison record's header, sent back as it came
+            pass
     return out
 
 
