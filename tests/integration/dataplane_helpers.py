@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -183,10 +184,8 @@ def headers_of(msg: Any) -> dict[str, str]:
     out = {k: (v or b"").decode("utf-8", "replace") for k, v in (msg.headers() or ()) if k != META_HEADER}
     raw = dict(msg.headers() or ()).get(META_HEADER)
     if raw:
-        try:
+        with contextlib.suppress(EnvelopeError):  # a poison record's header, sent back as it came
             out.update(Meta.unpack(raw).contract_headers())
-        except EnvelopeError:  # a poison record's header, sent back as it came
-            pass
     return out
 
 
