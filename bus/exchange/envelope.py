@@ -15,8 +15,8 @@ Pure code (no I/O): ``docs/ENVELOPE.md`` specifies the layout with test vectors 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
+from functools import lru_cache
 import struct
 from dataclasses import dataclass
 
@@ -78,13 +78,8 @@ class Meta:
             raise EnvelopeError(f"record id {self.record_id!r} is not 32 hex characters")
         if not 0 < self.schema_version < 2**31 or not 0 <= self.published_at_ms < 2**63:
             raise EnvelopeError("schema version or accepted-at out of range")
-        parts = [_FIXED.pack(META_VERSION, rid, self.schema_version, self.published_at_ms)]
-        for text in (self.publisher, self.dataset, self.grant, self.scenario, self.kid):
-            raw = text.encode()
-            if len(raw) > _MAX_TEXT:
-                raise EnvelopeError("a bus-meta field is longer than 1024 bytes")
-            parts += (_LEN.pack(len(raw)), raw)
-        return b"".join(parts)
+        head = _FIXED.pack(META_VERSION, rid, self.schema_version, self.published_at_ms)
+        return head + _packed_texts(self.publisher, self.dataset, self.grant, self.scenario, self.kid)
 
     @classmethod
     def unpack(cls, raw: bytes | None) -> Meta:
@@ -96,27 +91,51 @@ class Meta:
             raise EnvelopeError(f"bus-meta layout version {version} is not {META_VERSION}")
         if not 0 < schema_version < 2**31 or published >= 2**63:
             raise EnvelopeError("bus-meta schema version or accepted-at out of range")
-        pos, texts = _FIXED.size, []
-        for _ in range(5):
-            if pos + 2 > len(raw):
-                raise EnvelopeError("truncated bus-meta header")
-            (n,) = _LEN.unpack_from(raw, pos)
-            pos += 2
-            if n > _MAX_TEXT or pos + n > len(raw):
-                raise EnvelopeError("truncated bus-meta header")
-            try:
-                texts.append(raw[pos : pos + n].decode())
-            except UnicodeDecodeError:
-                raise EnvelopeError("bus-meta text is not UTF-8") from None
-            pos += n
-        if pos != len(raw):
-            raise EnvelopeError("bus-meta header has trailing bytes")
+        texts = _unpacked_texts(raw[_FIXED.size :])
         return cls(rid.hex(), texts[0], texts[1], schema_version, published, texts[2], texts[3], texts[4])
+
+
+@lru_cache(maxsize=4096)
+def _packed_texts(*texts: str) -> bytes:
+    """The length-prefixed text fields of ``bus-meta`` (the same few combinations repeat: cached)."""
+    parts = []
+    for text in texts:
+        raw = text.encode()
+        if len(raw) > _MAX_TEXT:
+            raise EnvelopeError("a bus-meta field is longer than 1024 bytes")
+        parts += (_LEN.pack(len(raw)), raw)
+    return b"".join(parts)
+
+
+@lru_cache(maxsize=4096)
+def _unpacked_texts(raw: bytes) -> tuple[str, ...]:
+    """The five text fields of ``bus-meta`` after its fixed part (cached: they repeat per publisher and grant)."""
+    pos, texts = 0, []
+    for _ in range(5):
+        if pos + 2 > len(raw):
+            raise EnvelopeError("truncated bus-meta header")
+        (n,) = _LEN.unpack_from(raw, pos)
+        pos += 2
+        if n > _MAX_TEXT or pos + n > len(raw):
+            raise EnvelopeError("truncated bus-meta header")
+        try:
+            texts.append(raw[pos : pos + n].decode())
+        except UnicodeDecodeError:
+            raise EnvelopeError("bus-meta text is not UTF-8") from None
+        pos += n
+    if pos != len(raw):
+        raise EnvelopeError("bus-meta header has trailing bytes")
+    return tuple(texts)
 
 
 def aad(kind: TopicKind, scope: str, meta_bytes: bytes) -> bytes:
     """What the tag binds besides the plaintext: the topic kind, its dataset or grant id, and ``bus-meta``."""
-    return b"".join((_AAD_PREFIX, kind.value.encode(), b"\x00", scope.encode(), b"\x00", meta_bytes))
+    return _aad_head(kind, scope) + meta_bytes
+
+
+@lru_cache(maxsize=4096)
+def _aad_head(kind: str, scope: str) -> bytes:
+    return b"".join((_AAD_PREFIX, kind.encode(), b"\x00", scope.encode(), b"\x00"))
 
 
 def _plaintext(key: bytes | None, value: bytes) -> bytes:
@@ -177,10 +196,11 @@ class Sealer:
 
 def partition_key(secret: bytes, key: bytes | None) -> bytes | None:
     """The Kafka message key on the broker: a keyed hash of the record key (same key, same partition and
-    order; the key itself stays sealed). ``None`` stays ``None``."""
+    order; the key itself stays sealed). Keyed BLAKE2b-128: a MAC, ~10x cheaper than HMAC-SHA256 in Python.
+    ``None`` stays ``None``."""
     if key is None:
         return None
-    return hmac.new(secret, key, hashlib.sha256).digest()[:16]
+    return hashlib.blake2b(key, digest_size=16, key=secret).digest()
 
 
 def meta_of(headers: list[tuple[str, bytes | None]] | None) -> bytes | None:

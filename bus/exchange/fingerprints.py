@@ -124,6 +124,23 @@ class Snapshot:
     version: int
     built_at: float
     _targets: dict[tuple[str, str], list[Target]] = field(default_factory=dict)
+    _watched: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def watched(self, dataset_id: str) -> frozenset[str]:
+        """The semantics of the dataset's records that a copy into another agency's approved dataset could
+        match on (R8/R9): only these are fingerprinted. Empty: no other dataset carries enough of them, so
+        nothing is remembered at all. Recomputed with the snapshot, i.e. whenever a dataset is approved,
+        retired or changes its sharing."""
+        found = self._watched.get(dataset_id)
+        if found is None:
+            mine = self.datasets.get(dataset_id)
+            shared: set[str] = set()
+            if mine is not None:
+                for other in self.datasets.values():
+                    if other.owner != mine.owner:
+                        shared |= fp.shared_semantics(other.fields, mine.fields) or frozenset()
+            found = self._watched[dataset_id] = frozenset(shared)
+        return found
 
     def targets(self, dataset_id: str, publisher: str) -> list[Target]:
         key = (dataset_id, publisher)
@@ -352,14 +369,19 @@ class FingerprintGuard:
         record_ids: Sequence[str],
     ) -> None:
         """Store fingerprints of accepted records (one script call per batch)."""
-        ds = self.snapshot().datasets.get(dataset_id)
+        snap = self.snapshot()
+        ds = snap.datasets.get(dataset_id)
         if ds is None or ds.attribute == SharingAttribute.NONE:
             return  # nothing of a not-shared dataset is obtainable by sharing: no copy of it can break R9
+        watched = snap.watched(dataset_id)
+        if not watched:
+            return  # no other agency's dataset carries these semantics: no copy could match (issue 11)
+        fields = tuple(f for f in ds.fields if f.semantic in watched)
         bases: dict[str, int] = {}
         items: list[bytes] = []
         entries: list[bytes] = []
         pack = _REMEMBER_ITEM.pack
-        for anchors, entry in fp.stored_entries(self.key, records, ds.fields, self.buckets, record_ids):
+        for anchors, entry in fp.stored_entries(self.key, records, fields, self.buckets, record_ids):
             entries.append(entry)
             for sem, anchor, bucket in anchors:
                 b = bases.get(sem)
