@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         description="OTLP/HTTP endpoint of an OpenTelemetry Collector",
     )
     lineage_retention_days: int = Field(default=365, description="how long lineage rows are kept")
+    stall_seconds: float = Field(
+        default=30, gt=0, description="a worker stuck on the same offsets this long makes /healthz answer 503"
+    )
     grant_key_rotate_hours: float = Field(
         default=24, gt=0, description="a grant's data key is replaced this often (and at every grant change)"
     )

@@ -75,6 +75,8 @@ class BatchWorker(ABC):
         self._failed = 0
         self.last_error: str | None = None
         self.paused_since: float | None = None  # set while failing closed
+        self.stuck_at: tuple[str, int, int] | None = None  # first position of the batch in hand
+        self.stall_reported = False
         self.batches = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -109,7 +111,7 @@ class BatchWorker(ABC):
         if err is not None:
             self._failed += 1
 
-    def _run(self) -> None:
+    def _clients(self) -> tuple[Consumer, Producer]:
         extra = {}
         if self.group_mode:
             # a regex subscription sees a topic created later (a newly approved dataset) only at the next
@@ -119,12 +121,16 @@ class BatchWorker(ABC):
         # room for the largest record the bus accepts plus its headers, so no accepted record is unsendable
         room = max(1_000_000, self.ctx.settings.max_record_bytes + 65_536)
         producer = new_producer(self.ctx.bootstrap, self.ctx.settings, **{"message.max.bytes": room})
+        if self.group_mode:
+            consumer.subscribe([f"^{re.escape(self.topic_prefix)}.*"])
+        return consumer, producer
+
+    def _run(self) -> None:
+        consumer, producer = self._clients()
         assigned: set[str] = set()
         next_scan = 0.0
         backoff = 0.1
         try:
-            if self.group_mode:
-                consumer.subscribe([f"^{re.escape(self.topic_prefix)}.*"])
             self._ok = True
             while not self._stop.is_set():
                 self._last_loop = time.monotonic()
@@ -138,35 +144,10 @@ class BatchWorker(ABC):
                 msgs = [m for m in consumer.consume(BATCH, POLL_TIMEOUT) if self._usable(m)]
                 if not msgs:
                     continue
-                try:
-                    self._failed = 0
-                    self.process(msgs, producer)
-                    if producer.flush(30) or self._failed:
-                        raise DeliveryFailed(f"{self._failed} record(s) not acknowledged by the broker")
-                except (Unavailable, DeliveryFailed) as exc:
-                    self._pause(consumer, msgs, exc, backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
-                    continue
-                except Exception as exc:  # a bug must not lose records either: rewind and retry
-                    log.exception("%s: batch failed; rewinding", self.name)
-                    self._pause(consumer, msgs, exc, backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
-                    continue
-                if not self._settle():
+                done = self._one_batch(consumer, producer, msgs, backoff)
+                if done is None:
                     break  # stopping with the batch's evidence unwritten: not committed, it comes again
-                try:
-                    consumer.commit(offsets=_next_offsets(msgs), asynchronous=False)
-                except KafkaException as exc:
-                    # the batch is delivered and its bookkeeping written; a refused commit (a rebalance
-                    # took the partition, the broker is briefly away) only means the next owner of these
-                    # offsets reads the batch again: at-least-once, never a reason to stop the worker
-                    log.warning("%s: commit refused (%s); the batch may be delivered again", self.name, exc)
-                self.batches += 1
-                backoff = 0.1
-                if self.paused_since is not None:
-                    log.info("%s resumed after %.1fs", self.name, time.monotonic() - self.paused_since)
-                    self.paused_since = None
-                    self.last_error = None
+                backoff = 0.1 if done else min(backoff * 2, MAX_BACKOFF)
         except Exception:
             self._ok = False
             log.exception("%s stopped on an unexpected error", self.name)
@@ -176,6 +157,57 @@ class BatchWorker(ABC):
                 producer.flush(5)
             finally:
                 consumer.close()
+
+    def _one_batch(
+        self, consumer: Consumer, producer: Producer, msgs: list[Message], backoff: float
+    ) -> bool | None:
+        """Process, deliver, settle and commit one batch: True done, False retried later (fail closed), None
+        stopped before its evidence was stored."""
+        self.stuck_at = self.stuck_at or _first_position(msgs)
+        try:
+            self._failed = 0
+            self.process(msgs, producer)
+            if producer.flush(30) or self._failed:
+                raise DeliveryFailed(f"{self._failed} record(s) not acknowledged by the broker")
+        except (Unavailable, DeliveryFailed) as exc:
+            self._pause(consumer, msgs, exc, backoff)
+            return False
+        except Exception as exc:  # a bug must not lose records either: rewind and retry
+            log.exception("%s: batch failed; rewinding", self.name)
+            self._pause(consumer, msgs, exc, backoff)
+            return False
+        if not self._settle():
+            return None
+        try:
+            consumer.commit(offsets=_next_offsets(msgs), asynchronous=False)
+        except KafkaException as exc:
+            # the batch is delivered and its bookkeeping written; a refused commit (a rebalance took the
+            # partition, the broker is briefly away) only means the next owner of these offsets reads the
+            # batch again: at-least-once, never a reason to stop the worker
+            log.warning("%s: commit refused (%s); the batch may be delivered again", self.name, exc)
+        self.batches += 1
+        self.stuck_at = None
+        if self.paused_since is not None:
+            log.info("%s resumed after %.1fs", self.name, time.monotonic() - self.paused_since)
+            self.paused_since = None
+            self.last_error = None
+            self.stall_reported = False
+        return True
+
+    def stalled(self) -> str | None:
+        """Why this worker has made no progress on the same offsets for ``BUS_STALL_SECONDS``, or ``None``:
+        the worker, the topic, partition and offset it is stuck at, and its last error."""
+        since = self.paused_since
+        if since is None or time.monotonic() - since < self.ctx.settings.stall_seconds:
+            return None
+        topic, partition, offset = self.stuck_at or ("?", -1, -1)
+        idle = time.monotonic() - since
+        where = f"{topic}[{partition}]@{offset}"
+        reason = f"{self.name} has made no progress for {idle:.0f}s at {where}: {self.last_error}"
+        if not self.stall_reported:
+            self.stall_reported = True
+            log.error("%s", reason)
+        return reason
 
     def _settle(self) -> bool:
         """Write the evidence of a batch whose outputs the broker acknowledged, retrying until it is stored.
@@ -267,6 +299,10 @@ def _next_offsets(msgs: list[Message]) -> list[TopicPartition]:
         if off > last.get(key, -1):
             last[key] = off
     return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+
+
+def _first_position(msgs: list[Message]) -> tuple[str, int, int]:
+    return position_of(msgs[0])
 
 
 def _rewind(consumer: Consumer, msgs: list[Message]) -> None:

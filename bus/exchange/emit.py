@@ -24,7 +24,7 @@ from bus.exchange.envelope import META_HEADER, Meta, Sealer, partition_key
 from bus.exchange.kafka import ProduceHeaders
 from bus.grants.keys import GrantKeys
 from bus.lineage.recorder import position_callback
-from bus.policy.batch import Accepted, BatchOutcome, Refused
+from bus.policy.batch import Accepted, BatchOutcome, Delivery, Incoming, Refused
 from bus.vocab import Header, TopicKind
 
 Report = Callable[[Any, Any], None]  # a librdkafka delivery report handler
@@ -173,39 +173,54 @@ class Emitter:
             position_callback(row, report),
         )
         for d in a.deliveries:
-            g = d.grant
-            gsealer = self.keys.current(g.id, g.version, now)
-            gmeta = Meta(
-                item.record_id,
-                item.publisher_id,
-                item.dataset_id,
-                item.schema_version,
-                at_ms,
-                g.id,
-                g.scenario_code,
-                gsealer.kid,
-            ).pack()
-            drow = {
-                "record_id": item.record_id,
-                "grant_id": g.id,
-                "dataset_id": item.dataset_id,
-                "agency_id": g.agency_id,
-                "scenario_code": g.scenario_code,
-                "delivered_at": now,
-                "partition": None,
-                "offset": None,
-                "size": len(d.value),
-                "trace_id": trace_id,
-            }
-            evidence.delivered.append(drow)
-            _produce(
-                producer,
-                self.ctx.topics.deliver(g.id),
-                gsealer.seal(TopicKind.DELIVER, g.id, gmeta, item.key, d.value),
-                partition_key(self._grant_partition(g.id), item.key),
-                [(META_HEADER, gmeta), *trace],
-                position_callback(drow, report),
-            )
+            self._deliver(d, item, at_ms, now, producer, report, trace, trace_id, evidence)
+
+    def _deliver(
+        self,
+        d: Delivery,
+        item: Incoming,
+        at_ms: int,
+        now: datetime,
+        producer: Producer,
+        report: Report,
+        trace: list[tuple[str, bytes]],
+        trace_id: str | None,
+        evidence: Evidence,
+    ) -> None:
+        """One grant's view: sealed under the grant's current key, produced to ``deliver.<grant>``."""
+        g = d.grant
+        gsealer = self.keys.current(g.id, g.version, now)
+        gmeta = Meta(
+            item.record_id,
+            item.publisher_id,
+            item.dataset_id,
+            item.schema_version,
+            at_ms,
+            g.id,
+            g.scenario_code,
+            gsealer.kid,
+        ).pack()
+        drow = {
+            "record_id": item.record_id,
+            "grant_id": g.id,
+            "dataset_id": item.dataset_id,
+            "agency_id": g.agency_id,
+            "scenario_code": g.scenario_code,
+            "delivered_at": now,
+            "partition": None,
+            "offset": None,
+            "size": len(d.value),
+            "trace_id": trace_id,
+        }
+        evidence.delivered.append(drow)
+        _produce(
+            producer,
+            self.ctx.topics.deliver(g.id),
+            gsealer.seal(TopicKind.DELIVER, g.id, gmeta, item.key, d.value),
+            partition_key(self._grant_partition(g.id), item.key),
+            [(META_HEADER, gmeta), *trace],
+            position_callback(drow, report),
+        )
 
     def _send_back(self, r: Refused, sent: SentRecord, producer: Producer, report: Report) -> None:
         topic = self.ctx.topics.rejected(r.dataset_id)

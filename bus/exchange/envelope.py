@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from functools import lru_cache
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -98,7 +98,7 @@ class Meta:
 @lru_cache(maxsize=4096)
 def _packed_texts(*texts: str) -> bytes:
     """The length-prefixed text fields of ``bus-meta`` (the same few combinations repeat: cached)."""
-    parts = []
+    parts: list[bytes] = []
     for text in texts:
         raw = text.encode()
         if len(raw) > _MAX_TEXT:
@@ -109,7 +109,7 @@ def _packed_texts(*texts: str) -> bytes:
 
 @lru_cache(maxsize=4096)
 def _unpacked_texts(raw: bytes) -> tuple[str, ...]:
-    """The five text fields of ``bus-meta`` after its fixed part (cached: they repeat per publisher and grant)."""
+    """The five text fields of ``bus-meta`` after its fixed part (cached: they repeat per grant)."""
     pos, texts = 0, []
     for _ in range(5):
         if pos + 2 > len(raw):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from datetime import UTC, datetime
@@ -31,15 +32,18 @@ from bus.errors import (
     Suspended,
     Unavailable,
 )
+from bus.exchange.emit import Evidence
 from bus.exchange.ledger import PublishBatch
 from bus.exchange.record_ids import new_record_id
 from bus.gateway.auth import Principal, publishing_principal, suspended_refusal
 from bus.gateway.plane import Plane, plane_of
 from bus.lineage import tracing
-from bus.policy.batch import Incoming, Violation, classify, process_batch
+from bus.policy.batch import BatchOutcome, Incoming, Violation, classify, process_batch
 from bus.policy.records import admission, encode, field_names, parsed_schema
+from bus.policy.snapshot import PolicySnapshot
 from bus.vocab import Via
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["publish"])
 
 MAX_RECORDS = 10_000
@@ -130,23 +134,12 @@ def publish_records(
             plane.ledger.violations([Violation(kind, publisher, dataset_id, None, refusal.detail,
                                                count=len(records)).as_row()])
         raise refusal
-    ds = snap.datasets[dataset_id]
-    version = ds.schema_version
-    parsed = parsed_schema(dataset_id, version, ds.schema)
-    names = field_names(parsed)
+    version = snap.datasets[dataset_id].schema_version
     now_ms = int(time.time() * 1000)
-    rejected: list[dict[str, Any]] = []
-    items: list[Incoming] = []
     trace_id = tracing.current_trace_id() or (
         traceparent[3:35] if traceparent and len(traceparent) >= 35 else None
     )
-    for i, rec in enumerate(records):
-        try:
-            value = encode(rec, parsed, names)
-        except BusError as err:
-            rejected.append({"index": i, "code": err.code, "detail": err.detail})
-            continue
-        items.append(Incoming(i, new_record_id(), dataset_id, publisher, version, None, value, trace_id, rec))
+    items, rejected = _items(snap, publisher, dataset_id, records, trace_id)
 
     def copies(d: str, p: str, recs: Any) -> Any:
         return plane.guard.check_batch(d, p, recs, version=snap.version)
@@ -171,25 +164,55 @@ def publish_records(
             f"the broker did not acknowledge {acks.failed or 'some'} record(s) ({acks.error}); "
             "nothing of this request is confirmed, retry it with the same Idempotency-Key"
         )
-    remember: tuple[list[Any], list[str]] = ([], [])
-    for a in outcome.accepted:
-        remember[0].append(a.record)
-        remember[1].append(a.item.record_id)
-    if remember[1]:
-        plane.guard.remember_batch(dataset_id, publisher, remember[0], remember[1])
-    # records refused by the schema are lineage too (data quality, R2)
-    for bad in rejected:
+    _record(plane, outcome, evidence, publisher, dataset_id, version, now_ms, trace_id, rejected)
+    rejected.sort(key=lambda r: r["index"])
+    ids = [a.item.record_id for a in outcome.accepted]
+    return {"accepted": len(ids), "record_ids": ids, "rejected": rejected}
+
+
+def _record(plane: Plane, outcome: BatchOutcome, evidence: Evidence, publisher: str, dataset_id: str,
+            version: int, now_ms: int, trace_id: str | None, rejected: list[dict[str, Any]]) -> None:
+    """After the broker acknowledged: fingerprints, evidence (written in the background) and the refusals'
+    answers. Nothing here may turn an acknowledged publish into an error the client would retry under new
+    ids: a Redis outage only costs these records' fingerprints (logged)."""
+    records = [a.record for a in outcome.accepted]
+    if records:
+        try:
+            ids = [a.item.record_id for a in outcome.accepted]
+            plane.guard.remember_batch(dataset_id, publisher, records, ids)
+        except Exception as exc:
+            log.warning("HTTP publish to %s acknowledged; its %d fingerprints not stored (%s)", dataset_id,
+                        len(records), exc)
+    for bad in rejected:  # records refused by the schema are lineage too (data quality, R2)
         evidence.published.append(
             _lineage(new_record_id(), dataset_id, publisher, now_ms, trace_id, bad["code"], version)
         )
     for refused in outcome.refused:
         rejected.append({"index": refused.ref, "code": refused.code, "detail": refused.error.detail})
-    plane.ledger.published(PublishBatch(via=Via.HTTP, lineage=evidence.published,
-                                        violations=[v.as_row() for v in outcome.violations()]))
+    violations = [v.as_row() for v in outcome.violations()]
+    plane.ledger.published(PublishBatch(via=Via.HTTP, lineage=evidence.published, violations=violations))
     plane.ledger.delivered(evidence.delivered)
-    rejected.sort(key=lambda r: r["index"])
-    ids = [a.item.record_id for a in outcome.accepted]
-    return {"accepted": len(ids), "record_ids": ids, "rejected": rejected}
+
+
+def _items(
+    snap: PolicySnapshot, publisher: str, dataset_id: str, records: list[Any], trace_id: str | None
+) -> tuple[list[Incoming], list[dict[str, Any]]]:
+    """The JSON records encoded strictly with the current schema (the one thing HTTP adds to the pipeline's
+    input), and the per-record answers of those that do not fit it."""
+    ds = snap.datasets[dataset_id]
+    version = ds.schema_version
+    parsed = parsed_schema(dataset_id, version, ds.schema)
+    names = field_names(parsed)
+    items: list[Incoming] = []
+    rejected: list[dict[str, Any]] = []
+    for i, rec in enumerate(records):
+        try:
+            value = encode(rec, parsed, names)
+        except BusError as err:
+            rejected.append({"index": i, "code": err.code, "detail": err.detail})
+            continue
+        items.append(Incoming(i, new_record_id(), dataset_id, publisher, version, None, value, trace_id, rec))
+    return items, rejected
 
 
 def _lineage(rid: str, dataset_id: str, publisher: str, now_ms: int, trace_id: str | None, outcome: str,
