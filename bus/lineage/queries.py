@@ -1,7 +1,8 @@
 """What auditors ask of the lineage store (R14, R15): one record's life, one dataset's graph.
 
-Read-only queries over ``lineage_records``, ``lineage_deliveries``, ``lineage_consumptions`` and
-``lineage_spans`` plus the catalogue; every query is indexed (record id, dataset, grant, time).
+Read-only queries over ``lineage_records``, the delivery batches (``lineage_delivery_batches``, read
+through ``bus.lineage.batches``), ``lineage_consumptions`` and ``lineage_spans`` plus the catalogue;
+every query is indexed (record id, dataset, grant, time).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bus.errors import CatalogNotFound, LineageNotFound
+from bus.lineage.batches import delivered_per_grant, deliveries_of
 from bus.store.models import (
     Connector,
     ConsumptionLineage,
     Dataset,
-    DeliveryLineage,
     Grant,
     LineageSpan,
     RecordLineage,
@@ -65,12 +66,7 @@ def record_lineage(session: Session, record_id: str) -> dict[str, Any]:
             f"no lineage for record {record_id!r}: it was never published on this bus, "
             "or its lineage aged out (BUS_LINEAGE_RETENTION_DAYS)"
         )
-    deliveries = session.execute(
-        select(DeliveryLineage, Grant.scenario_description, Grant.status)
-        .join(Grant, Grant.id == DeliveryLineage.grant_id, isouter=True)
-        .where(DeliveryLineage.record_id == record_id)
-        .order_by(DeliveryLineage.delivered_at, DeliveryLineage.id)
-    ).all()
+    deliveries = deliveries_of(session, record_id)
     consumptions = session.scalars(
         select(ConsumptionLineage)
         .where(ConsumptionLineage.record_id == record_id)
@@ -89,19 +85,30 @@ def record_lineage(session: Session, record_id: str) -> dict[str, Any]:
         consumed.append(row)
         consumed_by_grant.setdefault(c.grant_id, []).append(row)
     delivered = []
-    for d, description, status in deliveries:
+    for (
+        _,
+        grant,
+        _,
+        agency,
+        scenario,
+        at,
+        partition,
+        offset,
+        size,
+        trace,
+    ), description, status in deliveries:
         delivered.append(
             {
-                "grant": d.grant_id,
-                "agency": d.agency_id,
+                "grant": grant,
+                "agency": agency,
                 "grant_status": status,
-                "scenario": {"code": d.scenario_code, "description": description},
-                "at": _iso(d.delivered_at),
-                "partition": d.partition,
-                "offset": d.offset,
-                "size": d.size,
-                "trace_id": d.trace_id,
-                "consumed": consumed_by_grant.get(d.grant_id, []),
+                "scenario": {"code": scenario, "description": description},
+                "at": _iso(at),
+                "partition": partition,
+                "offset": offset,
+                "size": size,
+                "trace_id": trace,
+                "consumed": consumed_by_grant.get(grant, []),
             }
         )
     accepted = rec.outcome == ACCEPTED
@@ -236,19 +243,7 @@ def dataset_graph(
         select(Grant).where(Grant.dataset_id == dataset_id).order_by(Grant.requested_at)
     ).all()
     grant_ids = [g.id for g in grants]
-    delivered = (
-        _aggregate(
-            session,
-            DeliveryLineage,
-            DeliveryLineage.delivered_at,
-            [DeliveryLineage.grant_id],
-            DeliveryLineage.grant_id.in_(grant_ids),
-            since,
-            until,
-        )
-        if grant_ids
-        else {}
-    )
+    delivered = {(g,): v for g, v in delivered_per_grant(session, grant_ids, since, until).items()}
     consumed = (
         _aggregate(
             session,
@@ -383,3 +378,8 @@ def _aggregate(
         n, size, first, last = row[len(keys) :]
         out[k] = (int(n), int(size), first, last)
     return out
+
+
+def grant_deliveries(session: Session, grant_ids: Sequence[str]) -> dict[str, tuple[int, Any, Any]]:
+    """Per grant: how many records it delivered, first and last delivery time (attribution, R8)."""
+    return {g: (n, first, last) for g, (n, _, first, last) in delivered_per_grant(session, grant_ids).items()}

@@ -22,7 +22,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bus.lineage import audit
+from bus.lineage import audit, evidence
+from bus.lineage.batches import insert_batches
+from bus.lineage.rows import ConsumedRow, DeliveredRow, PublishedRow
 from bus.lineage.usage import Key, add_usage, add_usage_totals
 from bus.store import Store
 from bus.store.models import ConsumptionLineage, DeliveryLineage, Grant, RecordLineage
@@ -30,6 +32,7 @@ from bus.store.models import ConsumptionLineage, DeliveryLineage, Grant, RecordL
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 ACCEPTED = "accepted"
+BATCH_LAYOUT = "batch"  # lineage.layout of events whose digest covers batch rows (evidence.batch_line)
 
 # Canonical column order per table: what the digest covers (everything but ids and audit_seq).
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -137,6 +140,7 @@ def _around_time(table: str, extra: tuple[str, ...] = ()) -> tuple[Callable[...,
 
 
 _LINE_PARTS = {t: _around_time(t) for t in COLUMNS}
+_VALUES = _tuple_getter(COLUMNS["deliveries"])
 _INSERT_PARTS = {t: _around_time(t, ("audit_seq",)) for t in COLUMNS}
 
 
@@ -214,13 +218,13 @@ class LineageRecorder:
         self._grant_dataset: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def published(self, rows: Sequence[dict[str, Any]]) -> None:
+    def published(self, rows: Sequence[PublishedRow]) -> None:
         """Rows of ``RecordLineage``: record_id, dataset_id, publisher_id, published_at, trace_id, outcome
         (``accepted`` or the refusal code), schema_version, size, partition, offset.
 
         Audit: one ``publish.accepted`` / ``publish.refused`` event per dataset and publisher.
         """
-        norm = [_normalise("records", r) for r in rows]
+        norm = [_normalise("records", r) for r in rows]  # type: ignore[arg-type]
         if not norm:
             return
         groups = _group(
@@ -259,24 +263,32 @@ class LineageRecorder:
                 ],
             )
 
-    def delivered(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Rows of ``DeliveryLineage``: record_id, grant_id, dataset_id, agency_id, scenario_code,
+    def delivered(self, rows: Sequence[DeliveredRow]) -> None:
+        """Rows of one delivery each: record_id, grant_id, dataset_id, agency_id, scenario_code,
         delivered_at, partition, offset, size, trace_id.
 
-        Audit: one ``delivery.batch`` event per grant.
+        Stored per batch (``bus.lineage.evidence``): one ``DeliveryLineage`` row per grant and
+        partition, the record ids in ``lineage_delivery_keys`` once per distinct key. Audit: one
+        ``delivery.batch`` event per grant, whose digest covers its batch rows (``layout: batch``).
         """
-        norm = [_normalise("deliveries", r) for r in rows]
+        norm = [_normalise("deliveries", r) for r in rows]  # type: ignore[arg-type]
         if not norm:
             return
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        grants: dict[str, dict[tuple[Any, ...], list[tuple[Any, ...]]]] = {}
         usage: dict[Key, list[int]] = {}  # per (time, grant): a batch's rows share few of them
+        values = _VALUES
         for r in norm:
             grant_id = r["grant_id"]
-            grp = groups.get((grant_id,))
+            v = values(r)
+            parts = grants.get(grant_id)
+            if parts is None:
+                parts = grants[grant_id] = {}
+            shared = (v[2], v[3], v[4], v[6])  # dataset, agency, scenario, partition
+            grp = parts.get(shared)
             if grp is None:
-                groups[(grant_id,)] = [r]
+                parts[shared] = [v]
             else:
-                grp.append(r)
+                grp.append(v)
             ukey = (r["delivered_at"], "delivered", r["dataset_id"], grant_id, r["agency_id"])
             acc = usage.get(ukey)
             if acc is None:
@@ -285,27 +297,42 @@ class LineageRecorder:
                 acc[0] += 1
                 acc[1] += r["size"]
         events = []
-        for (grant,), grp in groups.items():
-            first = grp[0]
+        batches: list[list[evidence.DeliveryBatch]] = []
+        for grant, parts in grants.items():
+            encoded = [evidence.encode(grp) for grp in parts.values()]
+            batches.append(encoded)
+            first = encoded[0]
+            ids = [v[0] for grp in parts.values() for v in grp]
             data = {
-                "dataset": first["dataset_id"],
-                "agency": first["agency_id"],
-                "scenario": first["scenario_code"],
-                **_summary("deliveries", grp),
+                "dataset": first.dataset_id,
+                "agency": first.agency_id,
+                "scenario": first.scenario_code,
+                "count": len(ids),
+                "bytes": sum(b.size for b in encoded),
+                "first_record": min(ids),
+                "last_record": max(ids),
+                "lineage": {
+                    "table": "deliveries",
+                    "rows": len(ids),
+                    "digest": digest(evidence.batch_line(b) for b in encoded),
+                    "layout": BATCH_LAYOUT,
+                    "batches": len(encoded),
+                },
             }
             events.append(audit.Event("bus", "delivery.batch", "grant", grant, data))
         with self.store.session() as s:
-            self._write(s, "deliveries", groups, events)
+            appended = audit.append_many(s, events)
+            insert_batches(s, [(b, ev.seq) for grp, ev in zip(batches, appended, strict=True) for b in grp])
             add_usage_totals(s, usage)
 
-    def consumed(self, rows: Sequence[dict[str, Any]]) -> None:
+    def consumed(self, rows: Sequence[ConsumedRow]) -> None:
         """Rows of ``ConsumptionLineage``: record_id, grant_id, agency_id, via (``sdk``, ``http``, ``sse``,
         ``connector:<name>``), consumed_at, size, optional receipt_id; dataset_id is filled in from the
         grant when absent.
 
         Audit: one ``consumption.batch`` event per grant and path.
         """
-        norm = [_normalise("consumptions", r) for r in rows]
+        norm = [_normalise("consumptions", r) for r in rows]  # type: ignore[arg-type]
         if not norm:
             return
         with self.store.session() as s:
