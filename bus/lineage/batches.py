@@ -59,7 +59,7 @@ def deliveries_of(session: Session, record_id: str) -> list[tuple[DeliveryValues
     """Every delivery of ``record_id``: (values, scenario description, grant status), in delivery order.
 
     Indexed all the way: the id's key gives the calls (seq ranges) that may hold it, their batches are
-    read by ``audit_seq``, and the id is matched in each batch's packed ids.
+    read by ``audit_seq`` (an index range each), and the id is matched in each batch's packed ids.
     """
     ranges = list(
         session.execute(
@@ -68,12 +68,13 @@ def deliveries_of(session: Session, record_id: str) -> list[tuple[DeliveryValues
             )
         )
     )
-    if not ranges:
-        return []
+    # unattested batches (none in a healthy store; ``audit verify`` reports them) are read too
+    candidates = [DeliveryLineage.audit_seq.is_(None)]
+    candidates += [DeliveryLineage.audit_seq.between(lo, hi) for lo, hi in ranges]
     stmt = (
         select(DeliveryLineage.id, *COLUMNS, Grant.scenario_description, Grant.status)
         .join(Grant, Grant.id == DeliveryLineage.grant_id, isouter=True)
-        .where(or_(*(DeliveryLineage.audit_seq.between(lo, hi) for lo, hi in ranges)))
+        .where(or_(*candidates))
     )
     found: list[tuple[datetime, int, int, DeliveryValues, str | None, str | None]] = []
     for row in session.execute(stmt):

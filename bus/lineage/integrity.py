@@ -82,7 +82,13 @@ def _batch_lines(batches: list[DeliveryBatch]) -> Callable[[str | None], Group]:
         rows = sum(len(evidence.unpack_ids(b.record_ids)) for b in batches)
         if layout == BATCH_LAYOUT:
             return rows, [evidence.batch_line(b) for b in batches]
-        return rows, [canonical_line("deliveries", v) for b in batches for v in evidence.expand(b)]
+        lines = []
+        for b in batches:
+            values = evidence.expand(b)
+            if evidence.encode(values) != b:  # the shared columns (counts, bytes, times) must agree too
+                lines.append(f"inconsistent batch {evidence.batch_line(b)}")
+            lines.extend(canonical_line("deliveries", v) for v in values)
+        return rows, lines
 
     return lines
 
