@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from bus.lineage import evidence
@@ -51,8 +51,8 @@ def insert_batches(s: Session, batches: Sequence[tuple[DeliveryBatch, int]]) -> 
     if not batches:
         return
     conn = s.connection()
-    conn.execute(DeliveryLineage.__table__.insert(), [batch_columns(b, seq) for b, seq in batches])
-    conn.execute(DeliveryKey.__table__.insert(), key_rows(batches))
+    conn.execute(insert(DeliveryLineage), [batch_columns(b, seq) for b, seq in batches])
+    conn.execute(insert(DeliveryKey), key_rows(batches))
 
 
 def deliveries_of(session: Session, record_id: str) -> list[tuple[DeliveryValues, str | None, str | None]]:

@@ -143,29 +143,33 @@ class DeliveryBatch:
     traces: bytes | None
 
 
-def _offsets(values: list[int | None]) -> tuple[int | None, int | None, bytes | None]:
+def _offsets(values: Sequence[int | None]) -> tuple[int | None, int | None, bytes | None]:
     """(first, last, blob): ``blob`` is ``None`` when the offsets run consecutively from ``first``."""
-    first = values[0]
-    if first is None and all(v is None for v in values):
-        return None, None, None
+    first, last = values[0], values[-1]
+    if (  # the cheap test first
+        first is not None
+        and last is not None
+        and last - first == len(values) - 1
+        and list(values) == list(range(first, last + 1))
+    ):
+        return first, last, None
     if None in values:
         known = [v for v in values if v is not None]
+        if not known:
+            return None, None, None
         return known[0], known[-1], _RAW + pack_ints([-1 if v is None else v for v in values])
-    present: list[int] = values  # type: ignore[assignment]  # no None in it
-    last = present[-1]
-    if last - present[0] == len(present) - 1 and present == list(range(present[0], last + 1)):
-        return present[0], last, None
-    deltas = [b - a for a, b in zip([present[0], *present[:-1]], present, strict=True)]
-    return present[0], last, _DELTAS + pack_ints(deltas)
+    present: Sequence[int] = values  # type: ignore[assignment]  # no None in it
+    deltas = [0, *map(int.__sub__, present[1:], present[:-1])]
+    return present[0], present[-1], _DELTAS + pack_ints(deltas)
 
 
-def _traces(values: list[str | None]) -> tuple[str | None, bytes | None]:
+def _traces(values: Sequence[str | None]) -> tuple[str | None, bytes | None]:
     distinct = list(dict.fromkeys(values))
     if len(distinct) == 1:
         return distinct[0], None
     index = {t: i for i, t in enumerate(distinct)}
     table = json.dumps(distinct, separators=(",", ":")).encode()
-    return None, struct.pack("<I", len(table)) + table + pack_ints([index[t] for t in values])
+    return None, struct.pack("<I", len(table)) + table + pack_ints(list(map(index.__getitem__, values)))
 
 
 def encode(rows: Sequence[DeliveryValues]) -> DeliveryBatch:
@@ -174,13 +178,17 @@ def encode(rows: Sequence[DeliveryValues]) -> DeliveryBatch:
     The shared columns are taken from the first row: callers group by every one of them.
     """
     first = rows[0]
-    ids = [r[0] for r in rows]
-    times = [r[5] for r in rows]
-    sizes = [r[8] for r in rows]
-    t0, t1 = min(times), max(times)
-    first_offset, last_offset, offsets = _offsets([r[7] for r in rows])
-    trace_id, traces = _traces([r[9] for r in rows])
-    base = micros(t0)
+    ids, _, _, _, _, times, _, offsets, sizes, traces = zip(*rows, strict=True)
+    # a router batch is stamped once: one object, found by identity (count) before comparing datetimes
+    t0 = t1 = times[0]
+    if times.count(t0) != len(times):
+        t0, t1 = min(times), max(times)
+    first_offset, last_offset, offset_blob = _offsets(offsets)
+    trace_id, trace_blob = _traces(traces)
+    spread: bytes | None = None
+    if t0 != t1:
+        base = micros(t0)
+        spread = pack_ints([micros(t) - base for t in times])
     return DeliveryBatch(
         grant_id=first[1],
         dataset_id=first[2],
@@ -195,10 +203,10 @@ def encode(rows: Sequence[DeliveryValues]) -> DeliveryBatch:
         size=sum(sizes),
         trace_id=trace_id,
         record_ids=pack_ids(ids),
-        offsets=offsets,
+        offsets=offset_blob,
         sizes=None if min(sizes) == max(sizes) else pack_ints(sizes),
-        times=None if t0 == t1 else pack_ints([micros(t) - base for t in times]),
-        traces=traces,
+        times=spread,
+        traces=trace_blob,
     )
 
 

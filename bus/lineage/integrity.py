@@ -189,9 +189,10 @@ def _batch_keys(store: Store, batch: int) -> Iterator[tuple[int, set[int]]]:
         .order_by(DeliveryLineage.audit_seq)
     )
     with store.engine.connect() as conn:
-        for seq, ids in conn.execution_options(stream_results=True, yield_per=max(1, batch // 100)).execute(
+        result: Any = conn.execution_options(stream_results=True, yield_per=max(1, batch // 100)).execute(
             stmt
-        ):
+        )
+        for seq, ids in result:
             yield int(seq), evidence.id_keys(ids)
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from bus.lineage import audit, evidence
 from bus.lineage.batches import insert_batches
-from bus.lineage.rows import ConsumedRow, DeliveredRow, PublishedRow
+from bus.lineage.rows import ConsumedRows, DeliveredRows, PublishedRows
 from bus.lineage.usage import Key, add_usage, add_usage_totals
 from bus.store import Store
 from bus.store.models import ConsumptionLineage, DeliveryLineage, Grant, RecordLineage
@@ -141,6 +141,84 @@ def _around_time(table: str, extra: tuple[str, ...] = ()) -> tuple[Callable[...,
 
 _LINE_PARTS = {t: _around_time(t) for t in COLUMNS}
 _VALUES = _tuple_getter(COLUMNS["deliveries"])
+_GROUP = itemgetter(1, 2, 3, 4, 6)  # grant, dataset, agency, scenario, partition
+_OPTIONAL_INT = frozenset({int, type(None)})
+
+
+def _delivery_values(rows: DeliveredRows) -> list[evidence.DeliveryValues]:
+    """The rows as value tuples, normalised (UTC datetimes, ints) only when some row needs it.
+
+    The data plane's rows carry every column with clean types: checked per column in C, not per row.
+    """
+    try:
+        values: list[Any] = list(map(_VALUES, rows))  # type: ignore[arg-type]  # a TypedDict is a dict
+    except KeyError:  # some column left to its default
+        values = []
+    if values:
+        times, partitions, offsets, sizes = list(zip(*values, strict=True))[5:9]
+        if (
+            set(map(type, times)) == {datetime}
+            and all(t.tzinfo is UTC for t in set(times))
+            and set(map(type, partitions)) <= _OPTIONAL_INT
+            and set(map(type, offsets)) <= _OPTIONAL_INT
+            and set(map(type, sizes)) == {int}
+        ):
+            return values
+    return [_VALUES(_normalise("deliveries", r)) for r in rows]  # type: ignore[arg-type]
+
+
+def _delivery_groups(rows: DeliveredRows) -> dict[str, list[list[evidence.DeliveryValues]]]:
+    """Per grant (in order of first appearance), the groups of rows sharing every shared column."""
+    if not rows:
+        return {}
+    groups: dict[tuple[Any, ...], list[evidence.DeliveryValues]] = {}
+    key = _GROUP
+    for v in _delivery_values(rows):
+        k = key(v)
+        grp = groups.get(k)
+        if grp is None:
+            groups[k] = [v]
+        else:
+            grp.append(v)
+    per_grant: dict[str, list[list[evidence.DeliveryValues]]] = {}
+    for k, grp in groups.items():
+        per_grant.setdefault(k[0], []).append(grp)
+    return per_grant
+
+
+def _add_delivery_usage(
+    usage: dict[Key, list[int]], b: evidence.DeliveryBatch, rows: list[evidence.DeliveryValues]
+) -> None:
+    """A batch's records and bytes into the hourly counters (per record only when its times differ)."""
+    items = [(b.delivered_at, b.records, b.size)] if b.times is None else [(v[5], 1, v[8]) for v in rows]
+    for at, records, size in items:
+        acc = usage.setdefault((at, "delivered", b.dataset_id, b.grant_id, b.agency_id), [0, 0])
+        acc[0] += records
+        acc[1] += size
+
+
+def _delivery_event(encoded: list[evidence.DeliveryBatch], parts: list[list[Any]]) -> dict[str, Any]:
+    """The ``delivery.batch`` event of one grant: counts, bytes, id range and the batches' digest."""
+    first = encoded[0]
+    ids = [v[0] for grp in parts for v in grp]
+    return {
+        "dataset": first.dataset_id,
+        "agency": first.agency_id,
+        "scenario": first.scenario_code,
+        "count": len(ids),
+        "bytes": sum(b.size for b in encoded),
+        "first_record": min(ids),
+        "last_record": max(ids),
+        "lineage": {
+            "table": "deliveries",
+            "rows": len(ids),
+            "digest": digest(evidence.batch_line(b) for b in encoded),
+            "layout": BATCH_LAYOUT,
+            "batches": len(encoded),
+        },
+    }
+
+
 _INSERT_PARTS = {t: _around_time(t, ("audit_seq",)) for t in COLUMNS}
 
 
@@ -218,7 +296,7 @@ class LineageRecorder:
         self._grant_dataset: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def published(self, rows: Sequence[PublishedRow]) -> None:
+    def published(self, rows: PublishedRows) -> None:
         """Rows of ``RecordLineage``: record_id, dataset_id, publisher_id, published_at, trace_id, outcome
         (``accepted`` or the refusal code), schema_version, size, partition, offset.
 
@@ -263,7 +341,7 @@ class LineageRecorder:
                 ],
             )
 
-    def delivered(self, rows: Sequence[DeliveredRow]) -> None:
+    def delivered(self, rows: DeliveredRows) -> None:
         """Rows of one delivery each: record_id, grant_id, dataset_id, agency_id, scenario_code,
         delivered_at, partition, offset, size, trace_id.
 
@@ -271,61 +349,26 @@ class LineageRecorder:
         partition, the record ids in ``lineage_delivery_keys`` once per distinct key. Audit: one
         ``delivery.batch`` event per grant, whose digest covers its batch rows (``layout: batch``).
         """
-        norm = [_normalise("deliveries", r) for r in rows]  # type: ignore[arg-type]
-        if not norm:
+        groups = _delivery_groups(rows)
+        if not groups:
             return
-        grants: dict[str, dict[tuple[Any, ...], list[tuple[Any, ...]]]] = {}
-        usage: dict[Key, list[int]] = {}  # per (time, grant): a batch's rows share few of them
-        values = _VALUES
-        for r in norm:
-            grant_id = r["grant_id"]
-            v = values(r)
-            parts = grants.get(grant_id)
-            if parts is None:
-                parts = grants[grant_id] = {}
-            shared = (v[2], v[3], v[4], v[6])  # dataset, agency, scenario, partition
-            grp = parts.get(shared)
-            if grp is None:
-                parts[shared] = [v]
-            else:
-                grp.append(v)
-            ukey = (r["delivered_at"], "delivered", r["dataset_id"], grant_id, r["agency_id"])
-            acc = usage.get(ukey)
-            if acc is None:
-                usage[ukey] = [1, r["size"]]
-            else:
-                acc[0] += 1
-                acc[1] += r["size"]
         events = []
         batches: list[list[evidence.DeliveryBatch]] = []
-        for grant, parts in grants.items():
-            encoded = [evidence.encode(grp) for grp in parts.values()]
+        usage: dict[Key, list[int]] = {}  # per (time, grant): a batch's rows share few of them
+        for grant, parts in groups.items():
+            encoded = [evidence.encode(grp) for grp in parts]
             batches.append(encoded)
-            first = encoded[0]
-            ids = [v[0] for grp in parts.values() for v in grp]
-            data = {
-                "dataset": first.dataset_id,
-                "agency": first.agency_id,
-                "scenario": first.scenario_code,
-                "count": len(ids),
-                "bytes": sum(b.size for b in encoded),
-                "first_record": min(ids),
-                "last_record": max(ids),
-                "lineage": {
-                    "table": "deliveries",
-                    "rows": len(ids),
-                    "digest": digest(evidence.batch_line(b) for b in encoded),
-                    "layout": BATCH_LAYOUT,
-                    "batches": len(encoded),
-                },
-            }
-            events.append(audit.Event("bus", "delivery.batch", "grant", grant, data))
+            for b, grp in zip(encoded, parts, strict=True):
+                _add_delivery_usage(usage, b, grp)
+            events.append(
+                audit.Event("bus", "delivery.batch", "grant", grant, _delivery_event(encoded, parts))
+            )
         with self.store.session() as s:
             appended = audit.append_many(s, events)
             insert_batches(s, [(b, ev.seq) for grp, ev in zip(batches, appended, strict=True) for b in grp])
             add_usage_totals(s, usage)
 
-    def consumed(self, rows: Sequence[ConsumedRow]) -> None:
+    def consumed(self, rows: ConsumedRows) -> None:
         """Rows of ``ConsumptionLineage``: record_id, grant_id, agency_id, via (``sdk``, ``http``, ``sse``,
         ``connector:<name>``), consumed_at, size, optional receipt_id; dataset_id is filled in from the
         grant when absent.

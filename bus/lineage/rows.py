@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 Stamp = datetime | int | float
 
@@ -77,3 +77,10 @@ class Violation(TypedDict, total=False):
     trace_ids: Sequence[str]
     detail: str | None
     count: int
+
+
+# What the recorder's calls take: the typed rows, or (until every caller builds them) the same keys in a
+# plain dict, as the workers pass them today.
+PublishedRows = Sequence[PublishedRow] | Sequence[dict[str, Any]]
+DeliveredRows = Sequence[DeliveredRow] | Sequence[dict[str, Any]]
+ConsumedRows = Sequence[ConsumedRow] | Sequence[dict[str, Any]]

@@ -218,7 +218,7 @@ def test_r14_downgrading_0003_gives_the_per_record_rows_back(database_url: str) 
         before = _expected(engine)
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, HEAD)
+            command.upgrade(cfg, "head")
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "0002")

@@ -47,7 +47,7 @@ _OLD = (
 _BATCH = tuple(evidence.DeliveryBatch.__dataclass_fields__)
 
 
-def _old_table() -> sa.Table:
+def _old_table() -> sa.TableClause:
     return sa.table(
         "lineage_deliveries",
         sa.column("id", sa.BigInteger()),
@@ -65,7 +65,7 @@ def _old_table() -> sa.Table:
     )
 
 
-def _batch_table() -> sa.Table:
+def _batch_table() -> sa.TableClause:
     times = ("delivered_at", "last_at")
     cols = [
         sa.column(name, bus.store.models.UTCDateTime(timezone=True)) if name in times else sa.column(name)
@@ -129,7 +129,7 @@ def _create_new_tables() -> None:
         batch_op.create_index(batch_op.f("ix_lineage_delivery_keys_seq_hi"), ["seq_hi"], unique=False)
 
 
-def _old_groups(conn: Any, old: sa.Table) -> Iterator[tuple[int | None, list[tuple[Any, ...]]]]:
+def _old_groups(conn: Any, old: sa.TableClause) -> Iterator[tuple[int | None, list[tuple[Any, ...]]]]:
     """(audit_seq, per-record values in id order) per attested group; unattested rows one by one."""
     values = [old.c[c] for c in _OLD]
     for row in conn.execute(sa.select(*values).where(old.c.audit_seq.is_(None)).order_by(old.c.id)):
@@ -217,7 +217,7 @@ def downgrade() -> None:
         )
         if not rows:
             break
-        out = []
+        out: list[dict[str, Any]] = []
         for row in rows:
             b = evidence.DeliveryBatch(*row[2:])
             out.extend({**dict(zip(_OLD, v, strict=True)), "audit_seq": row[1]} for v in evidence.expand(b))
