@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bus.lineage import audit
-from bus.lineage.recorder import COLUMNS, TIME_COLUMN, _normalise, _summary, _tuple_getter
+from bus.lineage.lines import COLUMNS, TIME_COLUMN, normalise, summary, tuple_getter
 from bus.lineage.usage import Key, add_usage_totals
 from bus.store import Store
 from bus.store.models import UTCDateTime
@@ -46,7 +46,7 @@ def create_table(store: Store) -> None:
 
 def delivered(store: Store, rows: Sequence[dict[str, Any]]) -> None:
     """One row per delivery, one ``delivery.batch`` event per grant over the rows' canonical lines."""
-    norm = [_normalise("deliveries", r) for r in rows]
+    norm = [normalise("deliveries", r) for r in rows]
     groups: dict[str, list[dict[str, Any]]] = {}
     usage: dict[Key, list[int]] = {}
     for r in norm:
@@ -62,7 +62,7 @@ def delivered(store: Store, rows: Sequence[dict[str, Any]]) -> None:
             "dataset": first["dataset_id"],
             "agency": first["agency_id"],
             "scenario": first["scenario_code"],
-            **_summary("deliveries", grp),
+            **summary("deliveries", grp),
         }
         events.append(audit.Event("bus", "delivery.batch", "grant", grant, data))
     with store.session() as s:
@@ -92,6 +92,6 @@ def _insert(s: Any, rows: list[dict[str, Any]]) -> None:
                 texts[at] = at.strftime("%Y-%m-%d %H:%M:%S.%f")
             params.append(tuple(texts[at] if c == tcol else r[c] for c in cols))
     else:
-        get = _tuple_getter(cols)
+        get = tuple_getter(cols)
         params = [get(r) for r in rows]
     conn.exec_driver_sql(sql, params)

@@ -24,8 +24,9 @@ from bus.store.models import (
     LineageSpan,
     RecordLineage,
 )
+from bus.vocab import LineageOutcome, Via
 
-ACCEPTED = "accepted"
+ACCEPTED = LineageOutcome.ACCEPTED.value
 MAX_SPANS = 200
 
 
@@ -121,7 +122,7 @@ def record_lineage(session: Session, record_id: str) -> dict[str, Any]:
         "schema_version": rec.schema_version,
         "size": rec.size,
         "validation": {
-            "outcome": "accepted" if accepted else "refused",
+            "outcome": LineageOutcome.ACCEPTED if accepted else LineageOutcome.REFUSED,
             "code": None if accepted else rec.outcome,
         },
         "position": {"partition": rec.partition, "offset": rec.offset},
@@ -285,7 +286,7 @@ def dataset_graph(
             _edge(gnode, cnode, "consumed", *total, via={k: v[0] for k, v in sorted(by_via.items())})
         )
         for via, v in sorted(by_via.items()):
-            if via.startswith("connector:"):
+            if via.startswith(Via.connector("")):
                 knode = via
                 nodes.setdefault(
                     knode,

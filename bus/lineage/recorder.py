@@ -12,10 +12,9 @@ Each call writes, in one transaction:
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
@@ -24,123 +23,56 @@ from sqlalchemy.orm import Session
 
 from bus.lineage import audit, evidence
 from bus.lineage.batches import insert_batches
+from bus.lineage.evidence import EPOCH
+from bus.lineage.lines import (
+    ACCEPTED,
+    BATCH_LAYOUT,
+    COLUMNS,
+    INSERT_PARTS,
+    TIME_COLUMN,
+    canonical_line,
+    digest,
+    group_rows,
+    micros,
+    normalise,
+    summary,
+    tuple_getter,
+    utc,
+)
 from bus.lineage.rows import ConsumedRows, DeliveredRows, PublishedRows
 from bus.lineage.usage import Key, add_usage, add_usage_totals
 from bus.store import Store
 from bus.store.models import ConsumptionLineage, DeliveryLineage, Grant, RecordLineage
+from bus.vocab import LineageOutcome
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
-ACCEPTED = "accepted"
-BATCH_LAYOUT = "batch"  # lineage.layout of events whose digest covers batch rows (evidence.batch_line)
-
-# Canonical column order per table: what the digest covers (everything but ids and audit_seq).
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "records": (
-        "record_id",
-        "dataset_id",
-        "publisher_id",
-        "published_at",
-        "trace_id",
-        "outcome",
-        "schema_version",
-        "size",
-        "partition",
-        "offset",
-    ),
-    "deliveries": (
-        "record_id",
-        "grant_id",
-        "dataset_id",
-        "agency_id",
-        "scenario_code",
-        "delivered_at",
-        "partition",
-        "offset",
-        "size",
-        "trace_id",
-    ),
-    "consumptions": (
-        "record_id",
-        "grant_id",
-        "agency_id",
-        "via",
-        "consumed_at",
-        "size",
-        "dataset_id",
-        "receipt_id",
-    ),
-}
 TABLES: dict[str, Any] = {
     "records": RecordLineage,
     "deliveries": DeliveryLineage,
     "consumptions": ConsumptionLineage,
 }
-TIME_COLUMN = {"records": "published_at", "deliveries": "delivered_at", "consumptions": "consumed_at"}
 # Audit actions whose events attest lineage rows, per table.
 ACTIONS: dict[str, tuple[str, ...]] = {
     "records": ("publish.accepted", "publish.refused"),
     "deliveries": ("delivery.batch",),
     "consumptions": ("consumption.batch",),
 }
-_DEFAULTS: dict[str, Any] = {
-    "trace_id": None,
-    "size": 0,
-    "partition": None,
-    "offset": None,
-    "dataset_id": None,
-    "schema_version": 1,
-    "receipt_id": None,
-}
-_INTS = frozenset({"schema_version", "size", "partition", "offset"})
-
-
-def utc(value: datetime | int | float) -> datetime:
-    """A timezone-aware UTC datetime from a datetime (naive = UTC) or epoch milliseconds."""
-    if isinstance(value, datetime):
-        if value.tzinfo is UTC:
-            return value
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return datetime.fromtimestamp(value / 1000, UTC)
-
-
-def micros(value: datetime) -> int:
-    return (value - EPOCH) // _MICRO
-
-
-def canonical_line(table: str, values: Sequence[Any]) -> str:
-    """One row as an unambiguous line (``repr`` of its values, times as epoch microseconds)."""
-    return repr(tuple(micros(v) if isinstance(v, datetime) else v for v in values))
-
-
-def digest(lines: Iterable[str]) -> str:
-    """Order-independent digest of a group of rows."""
-    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
-
-
-_COLSETS = {t: frozenset(cols) for t, cols in COLUMNS.items()}
-_TABLE_INTS = {t: tuple(c for c in cols if c in _INTS) for t, cols in COLUMNS.items()}
-
-
-def _tuple_getter(cols: Sequence[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    """``row -> tuple of row[c] for c in cols`` in C (``itemgetter``), always a tuple."""
-    if not cols:
-        return lambda _row: ()
-    if len(cols) == 1:
-        get_one = itemgetter(cols[0])
-        return lambda row: (get_one(row),)
-    return itemgetter(*cols)
-
-
-def _around_time(table: str, extra: tuple[str, ...] = ()) -> tuple[Callable[..., tuple[Any, ...]], ...]:
-    """Getters of the columns before and after the time column (plus ``extra`` columns at the end)."""
-    cols = (*COLUMNS[table], *extra)
-    i = cols.index(TIME_COLUMN[table])
-    return _tuple_getter(cols[:i]), _tuple_getter(cols[i + 1 :])
-
-
-_LINE_PARTS = {t: _around_time(t) for t in COLUMNS}
-_VALUES = _tuple_getter(COLUMNS["deliveries"])
+__all__ = [  # what other modules import from here (the row vocabulary lives in ``lines``)
+    "ACCEPTED",
+    "ACTIONS",
+    "BATCH_LAYOUT",
+    "COLUMNS",
+    "EPOCH",
+    "TABLES",
+    "TIME_COLUMN",
+    "LineageRecorder",
+    "canonical_line",
+    "digest",
+    "insert_rows",
+    "micros",
+    "position_callback",
+    "utc",
+]
+_VALUES = tuple_getter(COLUMNS["deliveries"])
 _GROUP = itemgetter(1, 2, 3, 4, 6)  # grant, dataset, agency, scenario, partition
 _OPTIONAL_INT = frozenset({int, type(None)})
 
@@ -164,7 +96,7 @@ def _delivery_values(rows: DeliveredRows) -> list[evidence.DeliveryValues]:
             and set(map(type, sizes)) == {int}
         ):
             return values
-    return [_VALUES(_normalise("deliveries", r)) for r in rows]  # type: ignore[arg-type]
+    return [_VALUES(normalise("deliveries", r)) for r in rows]  # type: ignore[arg-type]
 
 
 def _delivery_groups(rows: DeliveredRows) -> dict[str, list[list[evidence.DeliveryValues]]]:
@@ -219,59 +151,6 @@ def _delivery_event(encoded: list[evidence.DeliveryBatch], parts: list[list[Any]
     }
 
 
-_INSERT_PARTS = {t: _around_time(t, ("audit_seq",)) for t in COLUMNS}
-
-
-def _normalise(table: str, row: dict[str, Any]) -> dict[str, Any]:
-    if row.keys() == _COLSETS[table]:  # the data plane's rows: exactly the columns, copied in C
-        out = dict(row)
-    else:
-        out = {c: row.get(c, _DEFAULTS.get(c)) for c in COLUMNS[table]}
-    tcol = TIME_COLUMN[table]
-    at = out[tcol]
-    if type(at) is not datetime or at.tzinfo is not UTC:
-        out[tcol] = utc(at)
-    for c in _TABLE_INTS[table]:
-        v = out[c]
-        if v is not None and type(v) is not int:
-            out[c] = int(v)
-    return out
-
-
-def _group(
-    rows: list[dict[str, Any]], key: Callable[[dict[str, Any]], tuple[str, ...]]
-) -> dict[tuple[str, ...], list[dict[str, Any]]]:
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault(key(r), []).append(r)
-    return groups
-
-
-def _summary(table: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    ids = [r["record_id"] for r in rows]
-    tcol = TIME_COLUMN[table]
-    before, after = _LINE_PARTS[table]
-    stamps: dict[datetime, int] = {}  # a batch's rows mostly share one timestamp
-    lines = []
-    for r in rows:
-        at = r[tcol]
-        us = stamps.get(at)
-        if us is None:
-            us = stamps[at] = micros(at)
-        lines.append(repr((*before(r), us, *after(r))))  # == canonical_line(table, the row's values)
-    return {
-        "count": len(rows),
-        "bytes": sum(r["size"] for r in rows),
-        "first_record": min(ids),
-        "last_record": max(ids),
-        "lineage": {
-            "table": table,
-            "rows": len(rows),
-            "digest": digest(lines),
-        },
-    }
-
-
 def position_callback(
     row: dict[str, Any], on_report: Callable[[Any, Any], None]
 ) -> Callable[[Any, Any], None]:
@@ -302,21 +181,21 @@ class LineageRecorder:
 
         Audit: one ``publish.accepted`` / ``publish.refused`` event per dataset and publisher.
         """
-        norm = [_normalise("records", r) for r in rows]  # type: ignore[arg-type]
+        norm = [normalise("records", r) for r in rows]  # type: ignore[arg-type]
         if not norm:
             return
-        groups = _group(
+        groups = group_rows(
             norm,
             lambda r: (
                 r["dataset_id"],
                 r["publisher_id"],
-                "accepted" if r["outcome"] == ACCEPTED else "refused",
+                LineageOutcome.ACCEPTED if r["outcome"] == ACCEPTED else LineageOutcome.REFUSED,
             ),
         )
         events = []
         for (dataset, publisher, outcome), grp in groups.items():
-            data = {"dataset": dataset, **_summary("records", grp)}
-            if outcome == "refused":
+            data = {"dataset": dataset, **summary("records", grp)}
+            if outcome == LineageOutcome.REFUSED:
                 codes: dict[str, int] = {}
                 for r in grp:
                     codes[r["outcome"]] = codes.get(r["outcome"], 0) + 1
@@ -369,13 +248,13 @@ class LineageRecorder:
             add_usage_totals(s, usage)
 
     def consumed(self, rows: ConsumedRows) -> None:
-        """Rows of ``ConsumptionLineage``: record_id, grant_id, agency_id, via (``sdk``, ``http``, ``sse``,
-        ``connector:<name>``), consumed_at, size, optional receipt_id; dataset_id is filled in from the
-        grant when absent.
+        """Rows of ``ConsumptionLineage``: record_id, grant_id, agency_id, via (``bus.vocab.Via``:
+        ``sdk``, ``http``, ``sse``, ``connector:<name>``), consumed_at, size, optional receipt_id;
+        dataset_id is filled in from the grant when absent.
 
         Audit: one ``consumption.batch`` event per grant and path.
         """
-        norm = [_normalise("consumptions", r) for r in rows]  # type: ignore[arg-type]
+        norm = [normalise("consumptions", r) for r in rows]  # type: ignore[arg-type]
         if not norm:
             return
         with self.store.session() as s:
@@ -383,7 +262,7 @@ class LineageRecorder:
             for r in norm:
                 if r["dataset_id"] is None:
                     r["dataset_id"] = datasets.get(r["grant_id"])
-            groups = _group(norm, lambda r: (r["grant_id"], r["via"]))
+            groups = group_rows(norm, lambda r: (r["grant_id"], r["via"]))
             events = []
             for (grant, via), grp in groups.items():
                 first = grp[0]
@@ -391,7 +270,7 @@ class LineageRecorder:
                     "dataset": first["dataset_id"],
                     "agency": first["agency_id"],
                     "via": via,
-                    **_summary("consumptions", grp),
+                    **summary("consumptions", grp),
                 }
                 events.append(audit.Event(first["agency_id"], "consumption.batch", "grant", grant, data))
             self._write(s, "consumptions", groups, events)
@@ -462,10 +341,10 @@ def insert_rows(s: Session, table: str, rows: list[dict[str, Any]]) -> None:
             at = r[tcol]
             if at not in texts:
                 texts[at] = at.strftime("%Y-%m-%d %H:%M:%S.%f")
-        before, after = _INSERT_PARTS[table]
+        before, after = INSERT_PARTS[table]
         text = texts.__getitem__
         params = [(*before(r), text(r[tcol]), *after(r)) for r in rows]
     else:
-        get = _tuple_getter(cols)
+        get = tuple_getter(cols)
         params = [get(r) for r in rows]
     conn.exec_driver_sql(sql, params)

@@ -79,6 +79,20 @@ class Violation(TypedDict, total=False):
     count: int
 
 
+class RecordedViolation(TypedDict):
+    """A violation as ``incidents`` records it: every key present, ``kind`` classified."""
+
+    kind: str
+    code: str | None
+    agency_id: str | None
+    dataset_id: str | None
+    grant_id: str | None
+    record_ids: list[str]
+    trace_ids: list[str]
+    detail: str | None
+    count: int
+
+
 # What the recorder's calls take: the typed rows, or (until every caller builds them) the same keys in a
 # plain dict, as the workers pass them today.
 PublishedRows = Sequence[PublishedRow] | Sequence[dict[str, Any]]
