@@ -39,7 +39,7 @@ from bus.lineage.lines import (
     tuple_getter,
     utc,
 )
-from bus.lineage.rows import ConsumedRows, DeliveredRows, PublishedRows
+from bus.lineage.rows import ConsumedRows, DeliveredRow, DeliveredRows, PublishedRow, PublishedRows
 from bus.lineage.usage import Key, add_usage, add_usage_totals
 from bus.store import Store
 from bus.store.models import ConsumptionLineage, DeliveryLineage, Grant, RecordLineage
@@ -152,7 +152,7 @@ def _delivery_event(encoded: list[evidence.DeliveryBatch], parts: list[list[Any]
 
 
 def position_callback(
-    row: dict[str, Any], on_report: Callable[[Any, Any], None]
+    row: PublishedRow | DeliveredRow | dict[str, Any], on_report: Callable[[Any, Any], None]
 ) -> Callable[[Any, Any], None]:
     """A librdkafka delivery callback that writes the produced record's partition and offset into its
     lineage ``row`` (before the batch's lineage is written), then hands every report, failed or not, to
