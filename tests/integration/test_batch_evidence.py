@@ -12,7 +12,7 @@ from sqlalchemy import delete, event, select, text, update
 from bus.context import BusContext
 from bus.lineage import audit, queries
 from bus.lineage.rows import DeliveredRow
-from bus.store.models import DeliveryKey, DeliveryLineage
+from bus.store.models import DeliveryKey, DeliveryLineage, RecordLineage
 from tests.integration.lineage_helpers import T0, World, rid
 
 pytestmark = pytest.mark.integration
@@ -160,3 +160,32 @@ def test_r14_retention_removes_batches_and_their_index(world: World) -> None:
     with world.ctx.store.session() as s:
         assert s.scalar(select(text("count(*)")).select_from(DeliveryKey)) == 0
     assert audit.verify(world.ctx.store)["ok"]
+
+
+def test_r14_ids_sharing_a_lookup_key_are_told_apart(world: World) -> None:
+    """Ids of one generator in one millisecond share their 8-byte key: lookups still answer per id."""
+    world.publish()
+    twins = ["0123456789abcdef" + f"{i:016x}" for i in range(3)]
+    world.rec.delivered([_row(world, 0, record_id=twins[0]), _row(world, 1, record_id=twins[1])])
+    world.rec.delivered([_row(world, 2, record_id=twins[2], grant_id=world.g_health, agency_id=world.health)])
+    with world.ctx.store.session() as s:
+        s.add_all(
+            RecordLineage(
+                record_id=t,
+                dataset_id=world.dataset,
+                publisher_id=world.owner,
+                published_at=T0,
+                outcome="accepted",
+                schema_version=1,
+            )
+            for t in twins
+        )
+    with world.ctx.store.session() as s:
+        found = {
+            t: [(d["grant"], d["offset"]) for d in queries.record_lineage(s, t)["deliveries"]] for t in twins
+        }
+    assert found == {
+        twins[0]: [(world.g_tax, 1000)],
+        twins[1]: [(world.g_tax, 1001)],
+        twins[2]: [(world.g_health, 1002)],
+    }
