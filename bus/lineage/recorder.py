@@ -2,7 +2,8 @@
 
 Each call writes, in one transaction:
 
-- the lineage rows (who published what, which grant delivered it, who consumed it);
+- the lineage evidence: one row per published and per consumed record, and deliveries per batch (one
+  row per grant and partition, ``bus.lineage.evidence``: a row per record and grant cost ~10 µs each);
 - one audit event per group of rows (per dataset and publisher, per grant, per grant and path), in the
   same hash chain as the control plane, carrying counts, bytes, the record-id range and a digest of the
   rows; each row keeps the ``audit_seq`` of its event, so ``audit.verify`` detects an edited, removed or
@@ -314,6 +315,9 @@ _SQL: dict[tuple[str, str], str] = {}
 
 def insert_rows(s: Session, table: str, rows: list[dict[str, Any]]) -> None:
     """One executemany straight through the driver (SQLite, psycopg), else SQLAlchemy Core.
+
+    For the per-record tables (``records``, ``consumptions``); deliveries are batches
+    (``batches.insert_batches``).
 
     SQLAlchemy's per-row parameter processing costs more than the insert itself here; values are
     already normalised (UTC datetimes, ints), and SQLite datetimes are written in the exact text
