@@ -63,8 +63,46 @@ class GrantStatus(StrEnum):
     SUSPENDED = "suspended"
 
 
+class TopicKind(StrEnum):
+    """The kinds of bus topic a sealed record can belong to (bound into its envelope's associated data)."""
+
+    INGRESS = "ingress"
+    DATA = "data"
+    DELIVER = "deliver"
+    DEADLETTER = "deadletter"
+
+
+class ViolationKind(StrEnum):
+    """What a refused record or request says about its sender (R15): each opens or joins an incident."""
+
+    UNAUTHENTICATED = "record.unauthenticated"
+    RECOLLECTION = "recollection.detected"
+    FORWARDING = "forwarding.detected"
+    SUSPENDED = "suspended"
+    FORBIDDEN = "auth.forbidden"
+    FORGED_DELIVERY = "forged_delivery"
+
+
+class Via(StrEnum):
+    """How a record entered the bus (lineage) or was read (consumption, ``lineage_consumptions.via``;
+    a sink connector's is ``connector:<name>``, ``Via.connector(name)``)."""
+
+    PIPELINE = "pipeline"  # the Kafka pipeline worker (SDK and source connectors)
+    VALIDATOR = "validator"  # lineage written before the one pipeline (kept for old rows)
+    HTTP = "http"
+    SDK = "sdk"  # consumption: a Subscriber's receipt
+    SSE = "sse"  # consumption: GET /v1/grants/{id}/stream
+    CONNECTOR = "connector"
+
+    @staticmethod
+    def connector(name: str) -> str:
+        return f"{Via.CONNECTOR}:{name}"
+
+
 class Header:
     """Kafka header names of the contract."""
+
+    META = "bus-meta"  # the one compact header of bus metadata on internal topics (bus.exchange.envelope)
 
     RECORD_ID = "bus-record-id"
     PUBLISHER = "bus-publisher"
@@ -83,8 +121,8 @@ class Header:
 
 
 class IncidentKind(StrEnum):
-    """R15: what an incident is about. Violations are classified into these from their error code
-    (``incidents.kind_for``); ``BAD_SIGNATURE_BURST`` and ``REFUSAL_SPIKE`` are anomalies the bus
+    """R15: what an incident is about. Violations (``ViolationKind``, by error code) are classified into
+    these (``incidents.kind_for``); ``BAD_SIGNATURE_BURST`` and ``REFUSAL_SPIKE`` are anomalies the bus
     detects from its own counters."""
 
     FORWARDING = "forwarding"
@@ -97,9 +135,8 @@ class IncidentKind(StrEnum):
     RECORD_REFUSED = "record_refused"
     BAD_SIGNATURE_BURST = "bad_signature_burst"
     REFUSAL_SPIKE = "refusal_spike"
+    FORGED_DELIVERY = "forged_delivery"  # records on a deliver.<grant> topic that the bus did not seal there
 
-
-ViolationKind = IncidentKind  # the kind a violation is recorded under: one vocabulary for both
 
 
 class Severity(StrEnum):
@@ -118,16 +155,3 @@ class LineageOutcome(StrEnum):
     ACCEPTED = "accepted"
     REFUSED = "refused"
 
-
-class Via(StrEnum):
-    """R14, R18: the path a grantee consumed a record by (``lineage_consumptions.via``); a sink
-    connector's is ``connector:<name>`` (``Via.connector(name)``)."""
-
-    SDK = "sdk"
-    HTTP = "http"
-    SSE = "sse"
-    CONNECTOR = "connector"
-
-    @staticmethod
-    def connector(name: str) -> str:
-        return f"{Via.CONNECTOR}:{name}"

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 K, S = IncidentKind, Severity
 SEVERITY: dict[str, Severity] = {  # kind -> severity
     K.FORWARDING: S.CRITICAL,
+    K.FORGED_DELIVERY: S.CRITICAL,  # records on a deliver.<grant> topic that the bus did not seal there
     K.RECOLLECTION: S.HIGH,
     K.EGRESS: S.HIGH,
     K.BAD_SIGNATURE_BURST: S.HIGH,

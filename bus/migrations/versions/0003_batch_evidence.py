@@ -11,7 +11,7 @@ Downgrade expands the batches back into per-record rows; events written in the b
 longer verify against them (their digest covers batch rows).
 
 Revision ID: 0003_batch_evidence
-Revises: 0002
+Revises: 0004
 Create Date: 2026-12-03 08:30:00
 """
 
@@ -27,7 +27,7 @@ import bus.store.models  # noqa: F401 - custom column types referenced below
 from bus.lineage import evidence
 
 revision = "0003_batch_evidence"
-down_revision = "0002"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
