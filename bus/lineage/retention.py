@@ -1,8 +1,8 @@
 """Lineage retention: rows older than ``BUS_LINEAGE_RETENTION_DAYS`` (default 365) are deleted.
 
 What goes: record, delivery (batch rows and their record-id index) and consumption lineage rows and
-stored spans. What stays: the audit
-log (never deleted) and the hourly usage counters (R18; no record ids, no personal data).
+stored spans. What stays: the audit log (never deleted) and the hourly usage counters (R18; no record
+ids, no personal data).
 
 Rows go by whole attested batches: everything whose audit event (``audit_seq``) is older than the
 cutoff. The sweep then appends ``lineage.retention`` with the highest seq it covered, so
