@@ -84,11 +84,19 @@ class ViolationKind(StrEnum):
 
 
 class Via(StrEnum):
-    """How a record entered the bus (lineage) or was read (consumption)."""
+    """How a record entered the bus (lineage) or was read (consumption, ``lineage_consumptions.via``;
+    a sink connector's is ``connector:<name>``, ``Via.connector(name)``)."""
 
     PIPELINE = "pipeline"  # the Kafka pipeline worker (SDK and source connectors)
     VALIDATOR = "validator"  # lineage written before the one pipeline (kept for old rows)
     HTTP = "http"
+    SDK = "sdk"  # consumption: a Subscriber's receipt
+    SSE = "sse"  # consumption: GET /v1/grants/{id}/stream
+    CONNECTOR = "connector"
+
+    @staticmethod
+    def connector(name: str) -> str:
+        return f"{Via.CONNECTOR}:{name}"
 
 
 class Header:
@@ -110,3 +118,40 @@ class Header:
     TRACESTATE = "tracestate"
     CONNECTOR = "bus-connector"  # on dead letters: the connector that gave up on the record
     ORIGIN = "bus-origin"  # on dead letters: where the record came from (file@offset, table:id, topic)
+
+
+class IncidentKind(StrEnum):
+    """R15: what an incident is about. Violations (``ViolationKind``, by error code) are classified into
+    these (``incidents.kind_for``); ``BAD_SIGNATURE_BURST`` and ``REFUSAL_SPIKE`` are anomalies the bus
+    detects from its own counters."""
+
+    FORWARDING = "forwarding"
+    RECOLLECTION = "recollection"
+    EGRESS = "egress"
+    ACCESS_REFUSED = "access_refused"
+    VIOLATION = "violation"  # a refusal whose code names no more specific kind
+    SUSPENDED = "suspended"
+    BAD_SIGNATURE = "bad_signature"
+    RECORD_REFUSED = "record_refused"
+    BAD_SIGNATURE_BURST = "bad_signature_burst"
+    REFUSAL_SPIKE = "refusal_spike"
+    FORGED_DELIVERY = "forged_delivery"  # records on a deliver.<grant> topic that the bus did not seal there
+
+
+
+class Severity(StrEnum):
+    """R15: severity of an incident, in increasing order (``list(Severity)`` is the order)."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class LineageOutcome(StrEnum):
+    """R14: the validation outcome of a published record (``lineage_records.outcome`` keeps ``accepted``
+    or the refusal's error code; the record lineage reports ``accepted`` / ``refused`` and the code)."""
+
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+

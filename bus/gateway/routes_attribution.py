@@ -18,15 +18,16 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bus.context import BusContext
 from bus.errors import RequestInvalid
 from bus.gateway.auth import Principal, ctx_of, require
 from bus.lineage import audit
+from bus.lineage.queries import grant_deliveries
 from bus.policy.fingerprint import find_pseudonyms, tag_index
 from bus.policy.pseudonyms import grant_key, pseudonym
-from bus.store.models import DeliveryLineage, Grant
+from bus.store.models import Grant
 from bus.vocab import Role
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -93,23 +94,7 @@ def attribute(request: Request, ctx: BusContext, actor: str, raw: bytes) -> dict
             if per_grant
             else {}
         )
-        deliveries = (
-            {
-                row.grant_id: row
-                for row in s.execute(
-                    select(
-                        DeliveryLineage.grant_id,
-                        func.count().label("n"),
-                        func.min(DeliveryLineage.delivered_at).label("first"),
-                        func.max(DeliveryLineage.delivered_at).label("last"),
-                    )
-                    .where(DeliveryLineage.grant_id.in_(list(per_grant)))
-                    .group_by(DeliveryLineage.grant_id)
-                )
-            }
-            if per_grant
-            else {}
-        )
+        deliveries = grant_deliveries(s, list(per_grant))
         answers = []
         for gid, pss in sorted(per_grant.items(), key=lambda kv: -len(kv[1])):
             g = grants[gid]
@@ -129,9 +114,9 @@ def attribute(request: Request, ctx: BusContext, actor: str, raw: bytes) -> dict
                     "valid_until": g.valid_until.isoformat() if g.valid_until else None,
                     "ended_at": g.ended_at.isoformat() if g.ended_at else None,
                     "deliveries": {
-                        "count": d.n if d else 0,
-                        "first_at": d.first.isoformat() if d and d.first else None,
-                        "last_at": d.last.isoformat() if d and d.last else None,
+                        "count": d[0] if d else 0,
+                        "first_at": d[1].isoformat() if d and d[1] else None,
+                        "last_at": d[2].isoformat() if d and d[2] else None,
                     },
                     "pseudonyms": len(pss),
                     "occurrences": sum(found[p]["occurrences"] for p in pss),

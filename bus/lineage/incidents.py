@@ -5,13 +5,10 @@ agency, of one kind, on one dataset are grouped into one open incident while the
 arrives within ``window_seconds`` of the previous one): its count grows and its evidence (record ids,
 trace ids, codes, grants, a few details) is kept up to a cap, instead of one incident per record.
 
-Two anomalies are detected from per-minute counters in Redis (thresholds in ``IncidentPolicy``, built
-from the ``BUS_INCIDENT_*`` settings by ``IncidentPolicy.from_settings``):
-
-* a **bad-signature burst**: at least ``burst_bad_signatures`` unauthenticated records from one agency
-  in the current and previous minute together;
-* a **sudden rise in refusals**: an agency's refusals in the current minute reach both
-  ``spike_min_refusals`` and ``spike_factor`` times its average over the ``baseline_minutes`` before.
+Two anomalies (a bad-signature burst, a sudden rise in refusals) are detected from per-minute counters
+in Redis by ``bus.lineage.anomalies`` (thresholds in ``IncidentPolicy``, built from the
+``BUS_INCIDENT_*`` settings by ``IncidentPolicy.from_settings``). Kinds and severities are
+``bus.vocab.IncidentKind`` and ``Severity``; what callers pass is ``bus.lineage.rows.Violation``.
 
 Opening an incident is an audit event (hash chain). Each incident is published as JSON (shape in
 ``schemas/incident.avsc``) to ``<prefix>bus.incidents`` when it opens and when its count reaches a power
@@ -23,8 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,65 +29,44 @@ from sqlalchemy.orm import Session
 
 from bus.context import BusContext
 from bus.lineage import audit
-from bus.settings import Settings
+from bus.lineage.anomalies import IncidentPolicy, detect_anomalies
+from bus.lineage.rows import RecordedViolation, Violation
 from bus.store.models import Incident
+from bus.vocab import IncidentKind, Severity
 
 log = logging.getLogger(__name__)
 
-# kind -> severity (critical > high > medium > low)
-SEVERITY = {
-    "forwarding": "critical",
-    "forged_delivery": "critical",  # records on a deliver.<grant> topic that the bus did not seal there
-    "recollection": "high",
-    "egress": "high",
-    "bad_signature_burst": "high",
-    "refusal_spike": "high",
-    "access_refused": "medium",
-    "violation": "medium",
-    "suspended": "low",
-    "bad_signature": "low",
-    "record_refused": "low",
+K, S = IncidentKind, Severity
+SEVERITY: dict[str, Severity] = {  # kind -> severity
+    K.FORWARDING: S.CRITICAL,
+    K.FORGED_DELIVERY: S.CRITICAL,  # records on a deliver.<grant> topic that the bus did not seal there
+    K.RECOLLECTION: S.HIGH,
+    K.EGRESS: S.HIGH,
+    K.BAD_SIGNATURE_BURST: S.HIGH,
+    K.REFUSAL_SPIKE: S.HIGH,
+    K.ACCESS_REFUSED: S.MEDIUM,
+    K.VIOLATION: S.MEDIUM,
+    K.SUSPENDED: S.LOW,
+    K.BAD_SIGNATURE: S.LOW,
+    K.RECORD_REFUSED: S.LOW,
 }
-SEVERITIES = ("low", "medium", "high", "critical")
+SEVERITIES = tuple(Severity)  # increasing
 _CODE_KIND = {
-    "forwarding.detected": "forwarding",
-    "recollection.detected": "recollection",
-    "recollection.overlap": "recollection",
-    "egress.refused": "egress",
-    "record.unauthenticated": "bad_signature",
-    "suspended": "suspended",
+    "forwarding.detected": K.FORWARDING,
+    "recollection.detected": K.RECOLLECTION,
+    "recollection.overlap": K.RECOLLECTION,
+    "egress.refused": K.EGRESS,
+    "record.unauthenticated": K.BAD_SIGNATURE,
+    "suspended": K.SUSPENDED,
 }
 _CODE_PREFIX_KIND = (
-    ("auth.", "access_refused"),
-    ("sharing.", "access_refused"),
-    ("grant.", "access_refused"),
-    ("dataset.", "access_refused"),
-    ("record.", "record_refused"),
+    ("auth.", K.ACCESS_REFUSED),
+    ("sharing.", K.ACCESS_REFUSED),
+    ("grant.", K.ACCESS_REFUSED),
+    ("dataset.", K.ACCESS_REFUSED),
+    ("record.", K.RECORD_REFUSED),
 )
 _LOCK = threading.Lock()  # serialises grouping inside one process; the store lock covers processes
-
-
-@dataclass(frozen=True)
-class IncidentPolicy:
-    """Grouping and anomaly thresholds."""
-
-    window_seconds: float = 600.0
-    evidence_cap: int = 50
-    details_cap: int = 10
-    burst_bad_signatures: int = 20
-    spike_min_refusals: int = 50
-    spike_factor: float = 5.0
-    baseline_minutes: int = 10
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> IncidentPolicy:
-        """The policy a running bus uses: window and thresholds from ``BUS_INCIDENT_*``."""
-        return cls(
-            window_seconds=settings.incident_window_seconds,
-            burst_bad_signatures=settings.incident_signature_burst,
-            spike_min_refusals=settings.incident_refusal_rise,
-            spike_factor=settings.incident_refusal_rise_factor,
-        )
 
 
 DEFAULT_POLICY = IncidentPolicy()  # the documented defaults (Settings uses the same values)
@@ -102,20 +77,20 @@ def policy_for(ctx: BusContext) -> IncidentPolicy:
     return IncidentPolicy.from_settings(settings) if settings is not None else DEFAULT_POLICY
 
 
-def kind_for(code: str | None) -> str:
+def kind_for(code: str | None) -> IncidentKind:
     """The incident kind of an error code (callers may also name the kind themselves)."""
     if not code:
-        return "violation"
+        return K.VIOLATION
     if code in _CODE_KIND:
         return _CODE_KIND[code]
     for prefix, kind in _CODE_PREFIX_KIND:
         if code.startswith(prefix):
             return kind
-    return "violation"
+    return K.VIOLATION
 
 
-def severity_of(kind: str) -> str:
-    return SEVERITY.get(kind, "medium")
+def severity_of(kind: str) -> Severity:
+    return SEVERITY.get(kind, S.MEDIUM)
 
 
 def incident_json(row: Incident) -> dict[str, Any]:
@@ -134,12 +109,12 @@ def incident_json(row: Incident) -> dict[str, Any]:
     }
 
 
-def _normalise(v: Mapping[str, Any]) -> dict[str, Any]:
+def _normalise(v: Violation | Mapping[str, Any]) -> RecordedViolation:
     code = v.get("code")
     kind = v.get("kind")
     if kind not in SEVERITY:  # no kind, or an error code given as the kind: classify by code
         mapped = kind_for(code or kind)
-        kind = mapped if mapped != "violation" or not kind else kind
+        kind = mapped if mapped != K.VIOLATION or not kind else kind
     return {
         "kind": str(kind),
         "code": code,
@@ -151,76 +126,6 @@ def _normalise(v: Mapping[str, Any]) -> dict[str, Any]:
         "detail": v.get("detail"),
         "count": max(1, int(v.get("count") or max(1, len(v.get("record_ids") or ())))),
     }
-
-
-# --- anomalies (Redis counters) -------------------------------------------------------------------------
-def _rate_key(ctx: BusContext, what: str, agency: str, minute: int) -> str:
-    return ctx.rkey("incident-rate", what, agency, str(minute))
-
-
-def _anomalies(
-    ctx: BusContext, items: list[dict[str, Any]], policy: IncidentPolicy, now: datetime
-) -> list[dict[str, Any]]:
-    """Count refusals and bad signatures per agency and minute; return burst / spike violations."""
-    minute = int(now.timestamp() // 60)
-    refusals: dict[str, int] = {}
-    bad: dict[str, int] = {}
-    for it in items:
-        agency = it["agency_id"] or "-"
-        refusals[agency] = refusals.get(agency, 0) + it["count"]
-        if it["kind"] == "bad_signature":
-            bad[agency] = bad.get(agency, 0) + it["count"]
-    ttl = (policy.baseline_minutes + 2) * 60
-    pipe = ctx.redis.pipeline(transaction=False)
-    for agency, n in refusals.items():
-        pipe.incrby(_rate_key(ctx, "refused", agency, minute), n)
-        pipe.expire(_rate_key(ctx, "refused", agency, minute), ttl)
-        pipe.mget(
-            [_rate_key(ctx, "refused", agency, minute - k) for k in range(1, policy.baseline_minutes + 1)]
-        )
-    for agency, n in bad.items():
-        pipe.incrby(_rate_key(ctx, "badsig", agency, minute), n)
-        pipe.expire(_rate_key(ctx, "badsig", agency, minute), ttl)
-        pipe.get(_rate_key(ctx, "badsig", agency, minute - 1))
-    replies = iter(pipe.execute())
-    found: list[dict[str, Any]] = []
-    for agency in refusals:
-        current, _, before = next(replies), next(replies), next(replies)
-        baseline = sum(int(b) for b in before if b) / policy.baseline_minutes
-        if current >= policy.spike_min_refusals and current >= policy.spike_factor * baseline:
-            found.append(
-                {
-                    "kind": "refusal_spike",
-                    "code": None,
-                    "agency_id": None if agency == "-" else agency,
-                    "dataset_id": None,
-                    "grant_id": None,
-                    "record_ids": [],
-                    "trace_ids": [],
-                    "count": 1,
-                    "detail": f"{current} refusals this minute against an average of {baseline:.1f} "
-                    f"over the {policy.baseline_minutes} minutes before",
-                }
-            )
-    for agency in bad:
-        current, _, previous = next(replies), next(replies), next(replies)
-        total = int(current) + int(previous or 0)
-        if total >= policy.burst_bad_signatures:
-            found.append(
-                {
-                    "kind": "bad_signature_burst",
-                    "code": "record.unauthenticated",
-                    "agency_id": None if agency == "-" else agency,
-                    "dataset_id": None,
-                    "grant_id": None,
-                    "record_ids": [],
-                    "trace_ids": [],
-                    "count": 1,
-                    "detail": f"{total} records with a bad signature in two minutes: a wrong key, a "
-                    "forger or tampering on the way",
-                }
-            )
-    return found
 
 
 # --- grouping (store) ---------------------------------------------------------------------------------
@@ -245,7 +150,7 @@ def _merge_list(old: list[Any], new: Iterable[Any], cap: int) -> list[Any]:
 
 
 def _merged_evidence(
-    old: Mapping[str, Any], group: list[dict[str, Any]], policy: IncidentPolicy
+    old: Mapping[str, Any], group: list[RecordedViolation], policy: IncidentPolicy
 ) -> dict[str, Any]:
     ev = dict(old)
     codes = dict(ev.get("codes") or {})
@@ -274,13 +179,14 @@ def _crossed_power_of_two(before: int, after: int) -> bool:
 
 def record_violations(
     ctx: BusContext,
-    violations: list[dict[str, Any]],
+    violations: Sequence[Violation] | Sequence[Mapping[str, Any]],
     *,
     policy: IncidentPolicy | None = None,
     now: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """Each violation: ``{kind, code, agency_id, dataset_id, grant_id, record_ids, trace_ids, detail}``
-    (``kind`` may be left out: it follows from ``code``; ``count`` defaults to the number of record ids).
+    """Each violation (``bus.lineage.rows.Violation``): ``{kind, code, agency_id, dataset_id, grant_id,
+    record_ids, trace_ids, detail}`` (``kind`` may be left out: it follows from ``code``; ``count``
+    defaults to the number of record ids).
 
     Called once per batch by the validator, the router and the gateway; groups repeats per agency, kind
     and dataset. ``policy`` defaults to the one built from ``ctx.settings`` (``BUS_INCIDENT_*``).
@@ -292,10 +198,10 @@ def record_violations(
     now = now or datetime.now(UTC)
     items = [_normalise(v) for v in violations]
     try:
-        items.extend(_anomalies(ctx, items, policy, now))
+        items.extend(detect_anomalies(ctx, items, policy, now))
     except Exception:  # counters are an extra; never lose the incident itself because Redis hiccupped
         log.warning("incident rate counters unavailable; burst and spike detection skipped", exc_info=True)
-    groups: dict[tuple[str | None, str, str | None], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str | None, str, str | None], list[RecordedViolation]] = {}
     for it in items:
         groups.setdefault((it["agency_id"], it["kind"], it["dataset_id"]), []).append(it)
     horizon = now - timedelta(seconds=policy.window_seconds)

@@ -2,7 +2,8 @@
 
 Each call writes, in one transaction:
 
-- the lineage rows (who published what, which grant delivered it, who consumed it);
+- the lineage evidence: one row per published and per consumed record, and deliveries per batch (one
+  row per grant and partition, ``bus.lineage.evidence``: a row per record and grant cost ~10 µs each);
 - one audit event per group of rows (per dataset and publisher, per grant, per grant and path), in the
   same hash chain as the control plane, carrying counts, bytes, the record-id range and a digest of the
   rows; each row keeps the ``audit_seq`` of its event, so ``audit.verify`` detects an edited, removed or
@@ -12,186 +13,147 @@ Each call writes, in one transaction:
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bus.lineage import audit
+from bus.lineage import audit, evidence
+from bus.lineage.batches import insert_batches
+from bus.lineage.evidence import EPOCH
+from bus.lineage.lines import (
+    ACCEPTED,
+    BATCH_LAYOUT,
+    COLUMNS,
+    INSERT_PARTS,
+    TIME_COLUMN,
+    canonical_line,
+    digest,
+    group_rows,
+    micros,
+    normalise,
+    summary,
+    tuple_getter,
+    utc,
+)
+from bus.lineage.rows import ConsumedRows, DeliveredRow, DeliveredRows, PublishedRow, PublishedRows
 from bus.lineage.usage import Key, add_usage, add_usage_totals
 from bus.store import Store
 from bus.store.models import ConsumptionLineage, DeliveryLineage, Grant, RecordLineage
+from bus.vocab import LineageOutcome
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
-ACCEPTED = "accepted"
-
-# Canonical column order per table: what the digest covers (everything but ids and audit_seq).
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "records": (
-        "record_id",
-        "dataset_id",
-        "publisher_id",
-        "published_at",
-        "trace_id",
-        "outcome",
-        "schema_version",
-        "size",
-        "partition",
-        "offset",
-    ),
-    "deliveries": (
-        "record_id",
-        "grant_id",
-        "dataset_id",
-        "agency_id",
-        "scenario_code",
-        "delivered_at",
-        "partition",
-        "offset",
-        "size",
-        "trace_id",
-    ),
-    "consumptions": (
-        "record_id",
-        "grant_id",
-        "agency_id",
-        "via",
-        "consumed_at",
-        "size",
-        "dataset_id",
-        "receipt_id",
-    ),
-}
 TABLES: dict[str, Any] = {
     "records": RecordLineage,
     "deliveries": DeliveryLineage,
     "consumptions": ConsumptionLineage,
 }
-TIME_COLUMN = {"records": "published_at", "deliveries": "delivered_at", "consumptions": "consumed_at"}
 # Audit actions whose events attest lineage rows, per table.
 ACTIONS: dict[str, tuple[str, ...]] = {
     "records": ("publish.accepted", "publish.refused"),
     "deliveries": ("delivery.batch",),
     "consumptions": ("consumption.batch",),
 }
-_DEFAULTS: dict[str, Any] = {
-    "trace_id": None,
-    "size": 0,
-    "partition": None,
-    "offset": None,
-    "dataset_id": None,
-    "schema_version": 1,
-    "receipt_id": None,
-}
-_INTS = frozenset({"schema_version", "size", "partition", "offset"})
+__all__ = [  # what other modules import from here (the row vocabulary lives in ``lines``)
+    "ACCEPTED",
+    "ACTIONS",
+    "BATCH_LAYOUT",
+    "COLUMNS",
+    "EPOCH",
+    "TABLES",
+    "TIME_COLUMN",
+    "LineageRecorder",
+    "canonical_line",
+    "digest",
+    "insert_rows",
+    "micros",
+    "position_callback",
+    "utc",
+]
+_VALUES = tuple_getter(COLUMNS["deliveries"])
+_GROUP = itemgetter(1, 2, 3, 4, 6)  # grant, dataset, agency, scenario, partition
+_OPTIONAL_INT = frozenset({int, type(None)})
 
 
-def utc(value: datetime | int | float) -> datetime:
-    """A timezone-aware UTC datetime from a datetime (naive = UTC) or epoch milliseconds."""
-    if isinstance(value, datetime):
-        if value.tzinfo is UTC:
-            return value
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return datetime.fromtimestamp(value / 1000, UTC)
+def _delivery_values(rows: DeliveredRows) -> list[evidence.DeliveryValues]:
+    """The rows as value tuples, normalised (UTC datetimes, ints) only when some row needs it.
+
+    The data plane's rows carry every column with clean types: checked per column in C, not per row.
+    """
+    try:
+        values: list[Any] = list(map(_VALUES, rows))  # type: ignore[arg-type]  # a TypedDict is a dict
+    except KeyError:  # some column left to its default
+        values = []
+    if values:
+        times, partitions, offsets, sizes = list(zip(*values, strict=True))[5:9]
+        if (
+            set(map(type, times)) == {datetime}
+            and all(t.tzinfo is UTC for t in set(times))
+            and set(map(type, partitions)) <= _OPTIONAL_INT
+            and set(map(type, offsets)) <= _OPTIONAL_INT
+            and set(map(type, sizes)) == {int}
+        ):
+            return values
+    return [_VALUES(normalise("deliveries", r)) for r in rows]  # type: ignore[arg-type]
 
 
-def micros(value: datetime) -> int:
-    return (value - EPOCH) // _MICRO
+def _delivery_groups(rows: DeliveredRows) -> dict[str, list[list[evidence.DeliveryValues]]]:
+    """Per grant (in order of first appearance), the groups of rows sharing every shared column."""
+    if not rows:
+        return {}
+    groups: dict[tuple[Any, ...], list[evidence.DeliveryValues]] = {}
+    key = _GROUP
+    for v in _delivery_values(rows):
+        k = key(v)
+        grp = groups.get(k)
+        if grp is None:
+            groups[k] = [v]
+        else:
+            grp.append(v)
+    per_grant: dict[str, list[list[evidence.DeliveryValues]]] = {}
+    for k, grp in groups.items():
+        per_grant.setdefault(k[0], []).append(grp)
+    return per_grant
 
 
-def canonical_line(table: str, values: Sequence[Any]) -> str:
-    """One row as an unambiguous line (``repr`` of its values, times as epoch microseconds)."""
-    return repr(tuple(micros(v) if isinstance(v, datetime) else v for v in values))
+def _add_delivery_usage(
+    usage: dict[Key, list[int]], b: evidence.DeliveryBatch, rows: list[evidence.DeliveryValues]
+) -> None:
+    """A batch's records and bytes into the hourly counters (per record only when its times differ)."""
+    items = [(b.delivered_at, b.records, b.size)] if b.times is None else [(v[5], 1, v[8]) for v in rows]
+    for at, records, size in items:
+        acc = usage.setdefault((at, "delivered", b.dataset_id, b.grant_id, b.agency_id), [0, 0])
+        acc[0] += records
+        acc[1] += size
 
 
-def digest(lines: Iterable[str]) -> str:
-    """Order-independent digest of a group of rows."""
-    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()
-
-
-_COLSETS = {t: frozenset(cols) for t, cols in COLUMNS.items()}
-_TABLE_INTS = {t: tuple(c for c in cols if c in _INTS) for t, cols in COLUMNS.items()}
-
-
-def _tuple_getter(cols: Sequence[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    """``row -> tuple of row[c] for c in cols`` in C (``itemgetter``), always a tuple."""
-    if not cols:
-        return lambda _row: ()
-    if len(cols) == 1:
-        get_one = itemgetter(cols[0])
-        return lambda row: (get_one(row),)
-    return itemgetter(*cols)
-
-
-def _around_time(table: str, extra: tuple[str, ...] = ()) -> tuple[Callable[..., tuple[Any, ...]], ...]:
-    """Getters of the columns before and after the time column (plus ``extra`` columns at the end)."""
-    cols = (*COLUMNS[table], *extra)
-    i = cols.index(TIME_COLUMN[table])
-    return _tuple_getter(cols[:i]), _tuple_getter(cols[i + 1 :])
-
-
-_LINE_PARTS = {t: _around_time(t) for t in COLUMNS}
-_INSERT_PARTS = {t: _around_time(t, ("audit_seq",)) for t in COLUMNS}
-
-
-def _normalise(table: str, row: dict[str, Any]) -> dict[str, Any]:
-    if row.keys() == _COLSETS[table]:  # the data plane's rows: exactly the columns, copied in C
-        out = dict(row)
-    else:
-        out = {c: row.get(c, _DEFAULTS.get(c)) for c in COLUMNS[table]}
-    tcol = TIME_COLUMN[table]
-    at = out[tcol]
-    if type(at) is not datetime or at.tzinfo is not UTC:
-        out[tcol] = utc(at)
-    for c in _TABLE_INTS[table]:
-        v = out[c]
-        if v is not None and type(v) is not int:
-            out[c] = int(v)
-    return out
-
-
-def _group(
-    rows: list[dict[str, Any]], key: Callable[[dict[str, Any]], tuple[str, ...]]
-) -> dict[tuple[str, ...], list[dict[str, Any]]]:
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault(key(r), []).append(r)
-    return groups
-
-
-def _summary(table: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    ids = [r["record_id"] for r in rows]
-    tcol = TIME_COLUMN[table]
-    before, after = _LINE_PARTS[table]
-    stamps: dict[datetime, int] = {}  # a batch's rows mostly share one timestamp
-    lines = []
-    for r in rows:
-        at = r[tcol]
-        us = stamps.get(at)
-        if us is None:
-            us = stamps[at] = micros(at)
-        lines.append(repr((*before(r), us, *after(r))))  # == canonical_line(table, the row's values)
+def _delivery_event(encoded: list[evidence.DeliveryBatch], parts: list[list[Any]]) -> dict[str, Any]:
+    """The ``delivery.batch`` event of one grant: counts, bytes, id range and the batches' digest."""
+    first = encoded[0]
+    ids = [v[0] for grp in parts for v in grp]
     return {
-        "count": len(rows),
-        "bytes": sum(r["size"] for r in rows),
+        "dataset": first.dataset_id,
+        "agency": first.agency_id,
+        "scenario": first.scenario_code,
+        "count": len(ids),
+        "bytes": sum(b.size for b in encoded),
         "first_record": min(ids),
         "last_record": max(ids),
         "lineage": {
-            "table": table,
-            "rows": len(rows),
-            "digest": digest(lines),
+            "table": "deliveries",
+            "rows": len(ids),
+            "digest": digest(evidence.batch_line(b) for b in encoded),
+            "layout": BATCH_LAYOUT,
+            "batches": len(encoded),
         },
     }
 
 
 def position_callback(
-    row: dict[str, Any], on_report: Callable[[Any, Any], None]
+    row: PublishedRow | DeliveredRow | dict[str, Any], on_report: Callable[[Any, Any], None]
 ) -> Callable[[Any, Any], None]:
     """A librdkafka delivery callback that writes the produced record's partition and offset into its
     lineage ``row`` (before the batch's lineage is written), then hands every report, failed or not, to
@@ -214,27 +176,27 @@ class LineageRecorder:
         self._grant_dataset: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def published(self, rows: Sequence[dict[str, Any]]) -> None:
+    def published(self, rows: PublishedRows) -> None:
         """Rows of ``RecordLineage``: record_id, dataset_id, publisher_id, published_at, trace_id, outcome
         (``accepted`` or the refusal code), schema_version, size, partition, offset.
 
         Audit: one ``publish.accepted`` / ``publish.refused`` event per dataset and publisher.
         """
-        norm = [_normalise("records", r) for r in rows]
+        norm = [normalise("records", r) for r in rows]  # type: ignore[arg-type]
         if not norm:
             return
-        groups = _group(
+        groups = group_rows(
             norm,
             lambda r: (
                 r["dataset_id"],
                 r["publisher_id"],
-                "accepted" if r["outcome"] == ACCEPTED else "refused",
+                LineageOutcome.ACCEPTED if r["outcome"] == ACCEPTED else LineageOutcome.REFUSED,
             ),
         )
         events = []
         for (dataset, publisher, outcome), grp in groups.items():
-            data = {"dataset": dataset, **_summary("records", grp)}
-            if outcome == "refused":
+            data = {"dataset": dataset, **summary("records", grp)}
+            if outcome == LineageOutcome.REFUSED:
                 codes: dict[str, int] = {}
                 for r in grp:
                     codes[r["outcome"]] = codes.get(r["outcome"], 0) + 1
@@ -259,53 +221,41 @@ class LineageRecorder:
                 ],
             )
 
-    def delivered(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Rows of ``DeliveryLineage``: record_id, grant_id, dataset_id, agency_id, scenario_code,
+    def delivered(self, rows: DeliveredRows) -> None:
+        """Rows of one delivery each: record_id, grant_id, dataset_id, agency_id, scenario_code,
         delivered_at, partition, offset, size, trace_id.
 
-        Audit: one ``delivery.batch`` event per grant.
+        Stored per batch (``bus.lineage.evidence``): one ``DeliveryLineage`` row per grant and
+        partition, the record ids in ``lineage_delivery_keys`` once per distinct key. Audit: one
+        ``delivery.batch`` event per grant, whose digest covers its batch rows (``layout: batch``).
         """
-        norm = [_normalise("deliveries", r) for r in rows]
-        if not norm:
+        groups = _delivery_groups(rows)
+        if not groups:
             return
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        usage: dict[Key, list[int]] = {}  # per (time, grant): a batch's rows share few of them
-        for r in norm:
-            grant_id = r["grant_id"]
-            grp = groups.get((grant_id,))
-            if grp is None:
-                groups[(grant_id,)] = [r]
-            else:
-                grp.append(r)
-            ukey = (r["delivered_at"], "delivered", r["dataset_id"], grant_id, r["agency_id"])
-            acc = usage.get(ukey)
-            if acc is None:
-                usage[ukey] = [1, r["size"]]
-            else:
-                acc[0] += 1
-                acc[1] += r["size"]
         events = []
-        for (grant,), grp in groups.items():
-            first = grp[0]
-            data = {
-                "dataset": first["dataset_id"],
-                "agency": first["agency_id"],
-                "scenario": first["scenario_code"],
-                **_summary("deliveries", grp),
-            }
-            events.append(audit.Event("bus", "delivery.batch", "grant", grant, data))
+        batches: list[list[evidence.DeliveryBatch]] = []
+        usage: dict[Key, list[int]] = {}  # per (time, grant): a batch's rows share few of them
+        for grant, parts in groups.items():
+            encoded = [evidence.encode(grp) for grp in parts]
+            batches.append(encoded)
+            for b, grp in zip(encoded, parts, strict=True):
+                _add_delivery_usage(usage, b, grp)
+            events.append(
+                audit.Event("bus", "delivery.batch", "grant", grant, _delivery_event(encoded, parts))
+            )
         with self.store.session() as s:
-            self._write(s, "deliveries", groups, events)
+            appended = audit.append_many(s, events)
+            insert_batches(s, [(b, ev.seq) for grp, ev in zip(batches, appended, strict=True) for b in grp])
             add_usage_totals(s, usage)
 
-    def consumed(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Rows of ``ConsumptionLineage``: record_id, grant_id, agency_id, via (``sdk``, ``http``, ``sse``,
-        ``connector:<name>``), consumed_at, size, optional receipt_id; dataset_id is filled in from the
-        grant when absent.
+    def consumed(self, rows: ConsumedRows) -> None:
+        """Rows of ``ConsumptionLineage``: record_id, grant_id, agency_id, via (``bus.vocab.Via``:
+        ``sdk``, ``http``, ``sse``, ``connector:<name>``), consumed_at, size, optional receipt_id;
+        dataset_id is filled in from the grant when absent.
 
         Audit: one ``consumption.batch`` event per grant and path.
         """
-        norm = [_normalise("consumptions", r) for r in rows]
+        norm = [normalise("consumptions", r) for r in rows]  # type: ignore[arg-type]
         if not norm:
             return
         with self.store.session() as s:
@@ -313,7 +263,7 @@ class LineageRecorder:
             for r in norm:
                 if r["dataset_id"] is None:
                     r["dataset_id"] = datasets.get(r["grant_id"])
-            groups = _group(norm, lambda r: (r["grant_id"], r["via"]))
+            groups = group_rows(norm, lambda r: (r["grant_id"], r["via"]))
             events = []
             for (grant, via), grp in groups.items():
                 first = grp[0]
@@ -321,7 +271,7 @@ class LineageRecorder:
                     "dataset": first["dataset_id"],
                     "agency": first["agency_id"],
                     "via": via,
-                    **_summary("consumptions", grp),
+                    **summary("consumptions", grp),
                 }
                 events.append(audit.Event(first["agency_id"], "consumption.batch", "grant", grant, data))
             self._write(s, "consumptions", groups, events)
@@ -366,6 +316,9 @@ _SQL: dict[tuple[str, str], str] = {}
 def insert_rows(s: Session, table: str, rows: list[dict[str, Any]]) -> None:
     """One executemany straight through the driver (SQLite, psycopg), else SQLAlchemy Core.
 
+    For the per-record tables (``records``, ``consumptions``); deliveries are batches
+    (``batches.insert_batches``).
+
     SQLAlchemy's per-row parameter processing costs more than the insert itself here; values are
     already normalised (UTC datetimes, ints), and SQLite datetimes are written in the exact text
     format SQLAlchemy reads back.
@@ -392,10 +345,10 @@ def insert_rows(s: Session, table: str, rows: list[dict[str, Any]]) -> None:
             at = r[tcol]
             if at not in texts:
                 texts[at] = at.strftime("%Y-%m-%d %H:%M:%S.%f")
-        before, after = _INSERT_PARTS[table]
+        before, after = INSERT_PARTS[table]
         text = texts.__getitem__
         params = [(*before(r), text(r[tcol]), *after(r)) for r in rows]
     else:
-        get = _tuple_getter(cols)
+        get = tuple_getter(cols)
         params = [get(r) for r in rows]
     conn.exec_driver_sql(sql, params)

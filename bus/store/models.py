@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -29,6 +40,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
+
+
+def _first_time(context: Any) -> Any:
+    """Default of ``DeliveryLineage.last_at``: a row written without it covers one instant."""
+    return context.get_current_parameters()["delivered_at"]
 
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements only INTEGER keys
@@ -191,19 +207,62 @@ class RecordLineage(Base):
 
 
 class DeliveryLineage(Base):
-    __tablename__ = "lineage_deliveries"
+    """Delivery evidence of one batch for one grant and partition (R14, R18): see ``bus.lineage.evidence``.
+
+    One row stands for ``records`` deliveries: the ids packed in ``record_ids``, per-record offsets,
+    sizes, times and trace ids in the arrays (``None`` when they follow from the shared columns).
+    ``delivered_at``/``last_at`` bound the records' delivery times; ``size`` is their total bytes.
+    """
+
+    __tablename__ = "lineage_delivery_batches"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    record_id: Mapped[str] = mapped_column(String(40), index=True)
     grant_id: Mapped[str] = mapped_column(String(64), index=True)
     dataset_id: Mapped[str] = mapped_column(String(64), index=True)
-    agency_id: Mapped[str] = mapped_column(String(64), index=True)
+    agency_id: Mapped[str] = mapped_column(String(64))
     scenario_code: Mapped[str] = mapped_column(String(64))
-    delivered_at: Mapped[datetime] = mapped_column(index=True)
     partition: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    size: Mapped[int] = mapped_column(Integer, default=0)
+    delivered_at: Mapped[datetime] = mapped_column(index=True)
+    last_at: Mapped[datetime] = mapped_column(default=_first_time)
+    first_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_offset: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    records: Mapped[int] = mapped_column(Integer, default=1)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
     trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    record_ids: Mapped[bytes] = mapped_column(LargeBinary)
+    offsets: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    sizes: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    times: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    traces: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     audit_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+
+    @property
+    def record_id(self) -> str | None:
+        """The id of a one-record batch (``None`` for larger ones): rows made one delivery at a time."""
+        from bus.lineage.evidence import unpack_ids
+
+        ids = unpack_ids(self.record_ids) if self.record_ids else []
+        return ids[0] if len(ids) == 1 else None
+
+    @record_id.setter
+    def record_id(self, value: str) -> None:
+        from bus.lineage.evidence import pack_ids
+
+        self.record_ids = pack_ids([value])
+        self.records = 1
+
+
+class DeliveryKey(Base):
+    """Index of delivery evidence by record id: which recorder calls (audit seqs) hold a record.
+
+    ``key`` is ``evidence.id_key(record_id)`` (its first 8 bytes); one row per distinct key per call, so
+    a batch of time-ordered ids from one publisher needs a handful. A lookup reads the batches attested
+    by events ``seq_lo..seq_hi`` and matches the id in them.
+    """
+
+    __tablename__ = "lineage_delivery_keys"
+    key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    seq_lo: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    seq_hi: Mapped[int] = mapped_column(BigInteger, index=True)
 
 
 class ConsumptionLineage(Base):
@@ -222,7 +281,7 @@ class ConsumptionLineage(Base):
     )  # SDK receipt (dedup)
 
 
-Index("ix_deliveries_grant_time", DeliveryLineage.grant_id, DeliveryLineage.delivered_at)
+Index("ix_delivery_batches_grant_time", DeliveryLineage.grant_id, DeliveryLineage.delivered_at)
 Index("ix_records_dataset_time", RecordLineage.dataset_id, RecordLineage.published_at)
 
 

@@ -18,6 +18,8 @@ from bus.store import Store
 from bus.store.db import alembic_config, make_engine
 from bus.store.models import Base, ConsumptionLineage
 
+HEAD = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
 
 def test_r14_migrating_an_empty_store_to_head_matches_the_models(database_url: str) -> None:
     engine = make_engine(database_url)
