@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from bus.errors import BusError
 from bus.keys import admin_key_file
 from bus.settings import load_settings
 from bus.stack import Stack
@@ -30,8 +31,12 @@ def up(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stack = Stack(settings, port=port, host=host, workers=workers)
-    with console.status("starting the bus..."):
-        stack.start()
+    try:
+        with console.status("starting the bus..."):
+            stack.start()
+    except BusError as err:  # a busy port, a part that cannot start: one line naming it, no traceback
+        Console(stderr=True).print(f"{err.code}: {err.detail}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
     try:
         assert stack.ctx is not None
         console.print(f"[bold green]databus is up[/]  gateway {stack.url}  (health: {stack.url}/healthz, "
