@@ -31,16 +31,35 @@ def stale_positions(positions: dict[int, int], ends: dict[int, int]) -> dict[int
     return {p: o for p, o in positions.items() if o > ends.get(p, 0)}
 
 
-def _listed_ends(ctx: BusContext, topic: str, partitions: list[int]) -> dict[int, int]:
-    """Ends as ListOffsets reports them; a partition the broker does not know is left out."""
+def _list_offsets(ctx: BusContext, topic: str, partitions: list[int]) -> tuple[dict[int, int], bool]:
     request = {TopicPartition(topic, p): OffsetSpec.latest() for p in partitions}
     out: dict[int, int] = {}
+    failed = False
     for tp, fut in admin(ctx.bootstrap).list_offsets(request, request_timeout=PROBE_SECONDS).items():
         try:
             out[tp.partition] = int(fut.result(PROBE_SECONDS + 0.5).offset)
-        except KafkaException as exc:
-            if "UNKNOWN_TOPIC" not in str(exc):
-                raise  # the broker did not answer: no verdict (the caller reads as before)
+        except KafkaException:
+            failed = True
+    return out, failed
+
+
+def _listed_ends(ctx: BusContext, topic: str, partitions: list[int]) -> dict[int, int]:
+    """Ends as ListOffsets reports them; a partition the broker does not have is left out.
+    Raises ``KafkaException`` when the broker does not answer (no verdict then).
+
+    A missing topic fails ListOffsets with "No leaders found"; asking for its metadata then makes the
+    embedded broker create it (empty), so the second ListOffsets answers 0 for each partition."""
+    out, failed = _list_offsets(ctx, topic, partitions)
+    if not failed:
+        return out
+    meta = admin(ctx.bootstrap).list_topics(topic, timeout=PROBE_SECONDS).topics.get(topic)
+    existing = set() if meta is None or meta.error is not None else set(meta.partitions)
+    wanted = [p for p in partitions if p in existing]
+    if not wanted:
+        return {}
+    out, failed = _list_offsets(ctx, topic, wanted)
+    if failed:
+        raise KafkaException(f"ListOffsets failed for existing partitions of {topic}")
     return out
 
 

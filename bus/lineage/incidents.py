@@ -45,6 +45,7 @@ SEVERITY = {
     "egress": "high",
     "bad_signature_burst": "high",
     "refusal_spike": "high",
+    "broker_lost": "critical",  # the broker came back without its topics (bus.exchange.broker_identity)
     "access_refused": "medium",
     "violation": "medium",
     "suspended": "low",
