@@ -171,18 +171,19 @@ def test_r14_cursor_into_a_restarted_broker_is_stale(
 ) -> None:
     client, grant, auth = _grant(bctx, agency_factory, dataset_factory)
     p = Producer({"bootstrap.servers": bctx.bootstrap})
-    for i in range(5):
+    for _ in range(5):
         p.produce(bctx.topics.deliver(grant), b"x", partition=1)
     assert p.flush(10) == 0
     cursor = encode_cursor({1: 5})
-    ok = client.get(f"/v1/grants/{grant}/records", params={"after": cursor, "wait": 0, "limit": 0}, headers=auth)
+    path = f"/v1/grants/{grant}/records"
+    ok = client.get(path, params={"after": cursor, "wait": 0, "limit": 0}, headers=auth)
     assert ok.status_code == 200
     broker = _restart(own_broker, bctx)
     try:
         deadline = time.monotonic() + 10
-        resp = client.get(f"/v1/grants/{grant}/records", params={"after": cursor, "wait": 0}, headers=auth)
+        resp = client.get(path, params={"after": cursor, "wait": 0}, headers=auth)
         while resp.status_code == 503 and time.monotonic() < deadline:  # the admin client reconnecting
-            resp = client.get(f"/v1/grants/{grant}/records", params={"after": cursor, "wait": 0}, headers=auth)
+            resp = client.get(path, params={"after": cursor, "wait": 0}, headers=auth)
         assert resp.status_code == 409 and resp.json()["code"] == "cursor.stale", resp.text
     finally:
         broker.stop()
