@@ -383,3 +383,37 @@ def _aggregate(
         n, size, first, last = row[len(keys) :]
         out[k] = (int(n), int(size), first, last)
     return out
+
+
+def undelivered(
+    session: Session,
+    since: datetime,
+    until: datetime | None = None,
+    dataset_id: str | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """R14: records the bus accepted since ``since`` with no delivery evidence under any grant, oldest
+    first: after a broker loss, what an operator re-sends (issue 13). A dataset without an active grant
+    has every record here; ``dataset_id`` narrows the list."""
+    delivered = select(DeliveryLineage.id).where(DeliveryLineage.record_id == RecordLineage.record_id)
+    query = (
+        select(RecordLineage)
+        .where(RecordLineage.outcome == ACCEPTED, RecordLineage.published_at >= since, ~delivered.exists())
+        .order_by(RecordLineage.published_at, RecordLineage.record_id)
+        .limit(limit)
+    )
+    if until is not None:
+        query = query.where(RecordLineage.published_at < until)
+    if dataset_id is not None:
+        query = query.where(RecordLineage.dataset_id == dataset_id)
+    return [
+        {
+            "record_id": r.record_id,
+            "dataset": r.dataset_id,
+            "publisher": r.publisher_id,
+            "published_at": _iso(r.published_at),
+            "partition": r.partition,
+            "offset": r.offset,
+        }
+        for r in session.scalars(query)
+    ]
