@@ -46,7 +46,9 @@ def gateway(settings: Settings) -> Iterator[Stack]:
     stack.stop()
 
 
-def test_r14_lineage_undelivered_command(ctx: BusContext, world: World, gateway: Stack, agency_factory) -> None:
+def test_r14_lineage_undelivered_command(
+    ctx: BusContext, world: World, gateway: Stack, agency_factory: Any
+) -> None:
     _, key = agency_factory(roles=("auditor",))
     env = {"BUS_URL": gateway.url, "BUS_API_KEY": key, "COLUMNS": "200"}
     runner = CliRunner()
