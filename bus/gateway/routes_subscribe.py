@@ -70,6 +70,8 @@ def decode_cursor(cursor: str | None) -> dict[int, int]:
         raise refused
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+        if not raw.isascii():  # int() also reads other scripts' digits
+            raise refused
         pairs = [part.split(":") for part in raw.split(",")]
         positions = {int(p): int(o) for p, o in pairs}
     except (ValueError, binascii.Error, UnicodeDecodeError):

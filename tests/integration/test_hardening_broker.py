@@ -53,15 +53,6 @@ def _restart(broker: EmbeddedKafka, ctx: BusContext) -> EmbeddedKafka:
     return again
 
 
-def test_r14_unit_compare_identities() -> None:
-    C = broker_identity.Change
-    assert broker_identity.compare(None, "a/1") is C.FIRST_SEEN
-    assert broker_identity.compare(None, None) is C.FIRST_SEEN
-    assert broker_identity.compare("a/1", "a/1") is C.SAME
-    assert broker_identity.compare("a/1", "a/2") is C.LOST
-    assert broker_identity.compare("a/1", None) is C.LOST
-
-
 def test_r14_broker_loss_is_reported_and_replays_publish_again(
     bctx: BusContext, own_broker: EmbeddedKafka, agency_factory, dataset_factory
 ) -> None:
