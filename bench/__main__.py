@@ -66,7 +66,7 @@ def _count_topics(bootstrap: str, topics: list[str], n: int, timeout: float, don
 def _subscribe_all(
     rig: BusRig, agency: str, grant: dict[str, Any], n: int, timeout: float, done: dict[str, float]
 ) -> None:
-    sub = Subscriber(rig.bootstrap, agency, rig.keys[agency], grant["id"], grant["view_schema"])
+    sub = Subscriber.from_gateway(rig.url, rig.keys[agency], grant["id"])
     got = 0
     deadline = time.monotonic() + timeout
     while got < n and time.monotonic() < deadline:
@@ -185,9 +185,7 @@ class Bench:
         stop = threading.Event()
 
         def receive() -> None:
-            sub = Subscriber(
-                self.rig.bootstrap, g["agency"], self.rig.keys[g["agency"]], g["id"], g["view_schema"]
-            )
+            sub = Subscriber.from_gateway(self.rig.url, self.rig.keys[g["agency"]], g["id"])
             deadline = time.monotonic() + seconds + 30
             while len(lat) < measured and time.monotonic() < deadline and not stop.is_set():
                 batch = sub.poll(500, 0.01)

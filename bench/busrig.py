@@ -1,5 +1,5 @@
-"""The bus under benchmark, shaped like production: separate processes for the gateway, the validator
-and the router, on the embedded broker and Redis; the benchmark process holds only the clients.
+"""The bus under benchmark, shaped like production: separate processes for the gateway and the pipeline,
+on the embedded broker and Redis; the benchmark process holds only the clients.
 
 Baselines use the same broker, the same number of topics and the same number of middle processes.
 """
@@ -41,7 +41,7 @@ def _poll(check: Any, timeout: float, what: str) -> Any:
 @dataclass
 class BusRig:
     """Embedded broker + Redis here; the gateway (`databus up --no-workers`) and the workers
-    (`databus worker validator|router`) as child processes."""
+    (`databus worker pipeline`) as child processes."""
 
     inproc: bool = False
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="databus-bench-")))
@@ -95,7 +95,7 @@ class BusRig:
             subprocess.Popen(up, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         )
         if not self.inproc:
-            for kind in ("validator", "router"):
+            for kind in ("pipeline",):
                 self.procs.append(
                     subprocess.Popen(
                         [DATABUS, "worker", kind],

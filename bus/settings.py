@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         description="OTLP/HTTP endpoint of an OpenTelemetry Collector",
     )
     lineage_retention_days: int = Field(default=365, description="how long lineage rows are kept")
+    grant_key_rotate_hours: float = Field(
+        default=24, gt=0, description="a grant's data key is replaced this often (and at every change of the grant)"
+    )
+    grant_key_retention_days: float = Field(
+        default=30, ge=0, description="keys of an ended grant are destroyed this long after it ended"
+    )
     incident_window_seconds: float = Field(
         default=600.0,
         gt=0,

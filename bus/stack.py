@@ -35,8 +35,7 @@ class Worker(Protocol):
 
 # Worker factories ``module:function(ctx) -> Worker``; each concept lives in its own module.
 WORKERS = [
-    "bus.exchange.validator:make_worker",
-    "bus.exchange.router:make_worker",
+    "bus.exchange.pipeline:make_worker",
     "bus.exchange.receipts:make_worker",
     "bus.connectors_runtime:make_worker",
     "bus.lineage.retention:make_worker",

@@ -63,8 +63,38 @@ class GrantStatus(StrEnum):
     SUSPENDED = "suspended"
 
 
+class TopicKind(StrEnum):
+    """The kinds of bus topic a sealed record can belong to (bound into its envelope's associated data)."""
+
+    INGRESS = "ingress"
+    DATA = "data"
+    DELIVER = "deliver"
+    DEADLETTER = "deadletter"
+
+
+class ViolationKind(StrEnum):
+    """What a refused record or request says about its sender (R15): each opens or joins an incident."""
+
+    UNAUTHENTICATED = "record.unauthenticated"
+    RECOLLECTION = "recollection.detected"
+    FORWARDING = "forwarding.detected"
+    SUSPENDED = "suspended"
+    FORBIDDEN = "auth.forbidden"
+    FORGED_DELIVERY = "forged_delivery"
+
+
+class Via(StrEnum):
+    """How a record entered the bus (lineage) or was read (consumption)."""
+
+    PIPELINE = "pipeline"  # the Kafka pipeline worker (SDK and source connectors)
+    VALIDATOR = "validator"  # lineage written before the one pipeline (kept for old rows)
+    HTTP = "http"
+
+
 class Header:
     """Kafka header names of the contract."""
+
+    META = "bus-meta"  # the one compact header of bus metadata on internal topics (bus.exchange.envelope)
 
     RECORD_ID = "bus-record-id"
     PUBLISHER = "bus-publisher"

@@ -199,19 +199,17 @@ def dataset_factory(ctx: BusContext):  # type: ignore[no-untyped-def]
     return make
 
 
-# --- the data plane: validator and router workers on the test context (issue 4) ---
+# --- the data plane: the one pipeline worker on the test context (issues 4, 11) ---
 @pytest.fixture
 def data_plane(ctx: BusContext):  # type: ignore[no-untyped-def]
-    """A running validator and router on ``ctx`` -> ``(validator, router)``; stopped after the test."""
-    from bus.exchange.router import Router
-    from bus.exchange.validator import Validator
+    """A running pipeline on ``ctx``, as ``(pipeline, pipeline)``: tests written when validating and routing
+    were two workers read acceptance counters from the first and delivery counters from the second."""
+    from bus.exchange.pipeline import Pipeline
 
-    workers = [Validator(ctx), Router(ctx)]
-    for w in workers:
-        w.start()
-    yield tuple(workers)
-    for w in reversed(workers):
-        w.stop()
+    pipeline = Pipeline(ctx)
+    pipeline.start()
+    yield (pipeline, pipeline)
+    pipeline.stop()
 
 
 @pytest.fixture

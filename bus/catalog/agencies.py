@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from bus.catalog.requests import AgencyIn
 from bus.context import BusContext
 from bus.errors import AgencyExists, AgencyNotFound
+from bus.exchange.keyring import wrap_signing_secret
 from bus.keys import hash_key, new_api_key, signing_secret_for
 from bus.lineage import audit
 from bus.store.models import Agency
@@ -49,7 +50,7 @@ def create_agency(ctx: BusContext, actor: str, body: AgencyIn) -> dict[str, Any]
                 roles=roles,
                 key_hash=hash_key(key),
                 key_prefix=key[:10],
-                signing_secret=signing_secret_for(key).hex(),
+                signing_secret=wrap_signing_secret(ctx.master_secret, body.id, signing_secret_for(key)),
             )
             s.add(agency)
             s.flush()

@@ -1,4 +1,7 @@
-"""``databus worker validator|router``: one data-plane worker in its own process, until SIGTERM.
+"""``databus worker pipeline|connectors``: one data-plane worker in its own process, until SIGTERM.
+
+``validator`` and ``router`` are kept as names of the one pipeline (ingress -> deliver + data), so
+scripts and compose files written before it still start a working data plane.
 
 Reads the same settings as ``databus up`` (``BUS_KAFKA_BOOTSTRAP``, ``BUS_REDIS_URL``,
 ``BUS_DATABASE_URL``, ``BUS_TOPIC_PREFIX``, ``BUS_DATA_DIR`` or ``BUS_SIGNING_KEY``). Against a real
@@ -25,6 +28,7 @@ console = Console(stderr=True)
 
 
 class Kind(StrEnum):
+    pipeline = "pipeline"
     validator = "validator"
     router = "router"
     connectors = "connectors"
@@ -33,7 +37,8 @@ class Kind(StrEnum):
 def worker(
     kind: Kind = typer.Argument(
         ...,
-        help="which worker: validator (ingress -> data), router (data -> deliver) or connectors "
+        help="which worker: pipeline (ingress -> deliver.<grant> + data.<dataset> + rejected.<dataset>; "
+        "'validator' and 'router' are older names of it) or connectors "
         "(the connector runtime; several share the registered connectors through Redis leases)",
     ),
     group: str = typer.Option(
@@ -43,7 +48,7 @@ def worker(
         "cluster) instead of assigning every partition to this process",
     ),
 ) -> None:
-    """Run one data-plane worker (validator, router or connectors) until SIGTERM or Ctrl-C."""
+    """Run one data-plane worker (the pipeline, or the connector runtime) until SIGTERM or Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     if not settings.kafka_bootstrap or not settings.redis_url:
@@ -63,14 +68,11 @@ def worker(
         settings, bootstrap=settings.kafka_bootstrap, redis_url=settings.redis_url
     ).start()
     w: BatchWorker
-    if kind == Kind.validator:
-        from bus.exchange.validator import make_worker as make_validator
+    from bus.exchange.pipeline import make_worker as make_pipeline
 
-        w = make_validator(ctx, group=group)
-    else:
-        from bus.exchange.router import make_worker as make_router
-
-        w = make_router(ctx, group=group)
+    if kind != Kind.pipeline:
+        console.print(f"'{kind.value}' is an older name of the one pipeline: starting the pipeline")
+    w = make_pipeline(ctx, group=group)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -1,10 +1,11 @@
 """``Publisher``: an agency system publishing records of its dataset to the bus over Kafka.
 
 Records are validated locally against the dataset's schema (``RecordInvalid`` before anything is
-sent), encoded as Avro, given a time-ordered ``bus-record-id`` and signed with the agency's signing
-secret (derived from its API key), then produced to ``ingress.<dataset>``. The bus's validator
-checks them again; records it refuses come back on ``rejected.<dataset>`` and ``rejections()``
-returns the ones this publisher sent.
+sent), encoded as Avro, given a time-ordered record id and **sealed** (AES-256-GCM, ``bus.exchange.envelope``)
+under the agency's ingress key, derived from its API key: the tag both hides the record from anyone on
+the broker and proves who wrote it. They are produced to ``ingress.<dataset>`` with one ``bus-meta``
+header. The bus's pipeline checks them again; records it refuses come back on ``rejected.<dataset>``
+and ``rejections()`` returns the ones this publisher sent.
 """
 
 from __future__ import annotations
@@ -18,20 +19,22 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from bus.client import _gateway
 from bus.errors import BusError, RecordTooLarge, Unavailable
+from bus.exchange import keyring
+from bus.exchange.envelope import META_HEADER, EnvelopeError, Meta, Sealer, meta_of, partition_key
 from bus.exchange.kafka import (
     ProduceHeaders,
     assign_from_committed,
     consumer_config,
+    headers_of,
     producer_config,
     text_headers,
 )
-from bus.exchange.publishing import encode, field_names
 from bus.exchange.record_ids import RecordIds, is_record_id
-from bus.exchange.signing import Signer
 from bus.exchange.topics import Topics
 from bus.keys import signing_secret_for
 from bus.lineage import tracing
-from bus.vocab import Header
+from bus.policy.records import encode, field_names
+from bus.vocab import Header, TopicKind
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class Publisher:
         self.max_record_bytes = max_record_bytes
         self._parsed = fastavro.parse_schema(schema, named_schemas={})
         self._names = field_names(self._parsed)
-        self._signer = Signer(signing_secret_for(api_key))
+        self._use_secret(signing_secret_for(api_key))
         self._ids = RecordIds()
         self._extra_config = dict(producer_config or {})
         self._producer: Producer | None = None
@@ -77,11 +80,10 @@ class Publisher:
         self._lock = threading.Lock()
         self._rejections: Consumer | None = None
         self._send = tracing.OpenSend(self.topic)  # one `send` span per flush, not per record
-        self._static = [
-            (Header.PUBLISHER, agency_id.encode()),
-            (Header.DATASET, dataset.encode()),
-            (Header.SCHEMA_VERSION, str(schema_version).encode()),
-        ]
+
+    def _use_secret(self, signing_secret: bytes) -> None:
+        self._sealer = Sealer(keyring.INGRESS_KID, keyring.ingress_key(signing_secret))
+        self._partition = keyring.ingress_partition_secret(signing_secret)
 
     @classmethod
     def from_gateway(cls, url: str, api_key: str, dataset: str) -> Publisher:
@@ -116,7 +118,7 @@ class Publisher:
         `bus.connectors_runtime`); records take exactly the same signed path and checks as the SDK's.
         """
         pub = cls(bootstrap, agency_id, "", dataset, schema, schema_version, **kw)
-        pub._signer = Signer(signing_secret)
+        pub._use_secret(signing_secret)
         return pub
 
     @property
@@ -155,16 +157,10 @@ class Publisher:
         elif not is_record_id(record_id):
             raise ValueError(f"{record_id!r} is not a record id (32 lowercase hex characters)")
         kb = key.encode() if key is not None else None
-        signature = self._signer.sign(
-            kb, value, record_id, self.agency_id, self.dataset, str(self.schema_version)
-        )
-        hdrs: ProduceHeaders = [
-            (Header.RECORD_ID, record_id.encode()),
-            *self._static,
-            (Header.SIGNATURE, signature.encode()),
-            *self._send.headers(),
-        ]
-        if headers:
+        meta = Meta(record_id, self.agency_id, self.dataset, self.schema_version, kid=self._sealer.kid).pack()
+        sealed = self._sealer.seal(TopicKind.INGRESS, self.dataset, meta, kb, value)
+        hdrs: ProduceHeaders = [(META_HEADER, meta), *self._send.headers()]
+        if headers:  # the caller's own headers travel in the clear: never put data in them
             hdrs += [
                 (k, v)
                 for k, v in headers.items()
@@ -173,7 +169,8 @@ class Publisher:
         producer = self.producer
         while True:
             try:
-                producer.produce(self.topic, value, kb, headers=hdrs, on_delivery=self._on_delivery)
+                producer.produce(self.topic, sealed, partition_key(self._partition, kb), headers=hdrs,
+                                 on_delivery=self._on_delivery)
                 break
             except BufferError:  # local queue full: let librdkafka drain it
                 producer.poll(0.05)
@@ -218,14 +215,23 @@ class Publisher:
         for m in consumer.consume(1000, timeout):
             if m.error() is not None:
                 continue
+            raw = meta_of(headers_of(m))
+            try:
+                meta = Meta.unpack(raw)
+            except EnvelopeError:
+                continue  # not one of ours: a refusal of a record no SDK sealed
+            if meta.publisher != self.agency_id or not self._ids.made(meta.record_id):
+                continue
             h = text_headers(m)
-            rid = h.get(Header.RECORD_ID, "")
-            if h.get(Header.PUBLISHER) == self.agency_id and self._ids.made(rid):
-                out.append(
-                    Rejection(
-                        rid, h.get(Header.ERROR_CODE, ""), h.get(Header.ERROR_DETAIL, ""), m.key(), m.value()
-                    )
-                )
+            key = value = None
+            if m.value() is not None:
+                try:
+                    key, value = self._sealer.open(TopicKind.INGRESS, self.dataset, raw or b"", m.value())
+                except EnvelopeError:
+                    pass
+            out.append(
+                Rejection(meta.record_id, h.get(Header.ERROR_CODE, ""), h.get(Header.ERROR_DETAIL, ""), key, value)
+            )
         return out
 
     def close(self) -> None:

@@ -1,15 +1,21 @@
 """``Subscriber``: a grantee reading what a grant delivers, over Kafka.
 
-Reads ``deliver.<grant>`` and decodes each record with the grant's view schema (granted fields only,
-masked and pseudonymised as the grant says). Positions are the consumer group's committed offsets:
+Reads ``deliver.<grant>``, opens each sealed record under the grant's data key (fetched from the gateway,
+``GET /v1/grants/{id}/keys``, and fetched again when a record names a key id it does not hold) and decodes
+it with the grant's view schema (granted fields only, masked and pseudonymised as the grant says). A
+record that does not open — forged into the topic, moved from another grant, tampered — is never
+returned: it is dropped and counted in ``dropped``. Positions are the consumer group's committed offsets:
 ``ack()`` commits them and sends one signed receipt to ``bus.receipts`` so the lineage shows what was
 consumed. Delivery is at least once: use ``Delivery.record_id`` to drop a duplicate after a crash.
 """
 
 from __future__ import annotations
 
+import base64
 import io
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +23,11 @@ import fastavro
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bus.client import _gateway
+from bus.exchange.envelope import EnvelopeError, Meta, Sealer, meta_of
 from bus.exchange.kafka import (
     assign_from_committed,
     consumer_config,
+    headers_of,
     position_of,
     producer_config,
     text_headers,
@@ -30,9 +38,12 @@ from bus.exchange.topics import Topics
 from bus.keys import signing_secret_for
 from bus.lineage import tracing
 from bus.schemas import parsed_schema, read_record
-from bus.vocab import Header
+from bus.vocab import Header, TopicKind
+
+log = logging.getLogger(__name__)
 
 RECEIPT_SCHEMA_VERSION = "1"
+KeyFetcher = Callable[[], dict[str, bytes]]  # kid -> key, as GET /v1/grants/{id}/keys answers
 _REASSIGN_INTERVAL = 0.5
 
 
@@ -59,6 +70,7 @@ class Subscriber:
         *,
         topic_prefix: str = "",
         group: str | None = None,
+        keys: KeyFetcher | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.agency_id = agency_id
@@ -74,6 +86,10 @@ class Subscriber:
         self._assigned = False
         self._next_assign = 0.0
         self._unacked: list[Delivery] = []
+        self._fetch_keys = keys
+        self._sealers: dict[str, Sealer] = {}
+        self._misses: set[str] = set()
+        self.dropped = 0  # records that did not open under the grant's keys (never returned)
 
     @classmethod
     def from_gateway(cls, url: str, api_key: str, grant_id: str, *, group: str | None = None) -> Subscriber:
@@ -84,6 +100,11 @@ class Subscriber:
         _gateway.call(url, api_key, f"/v1/grants/{grant_id}/records", limit=0)
         bus = _gateway.call(url, api_key, "/v1/bus")
         view = _gateway.call(url, api_key, f"/v1/grants/{grant_id}/schema")
+
+        def keys() -> dict[str, bytes]:
+            answer = _gateway.call(url, api_key, f"/v1/grants/{grant_id}/keys")
+            return {k["kid"]: base64.urlsafe_b64decode(k["k"] + "=" * (-len(k["k"]) % 4)) for k in answer["keys"]}
+
         return cls(
             bus["bootstrap"],
             bus["agency"],
@@ -92,7 +113,35 @@ class Subscriber:
             view["schema"],
             topic_prefix=bus.get("topic_prefix", ""),
             group=group,
+            keys=keys,
         )
+
+    def _sealer(self, kid: str) -> Sealer | None:
+        sealer = self._sealers.get(kid)
+        if sealer is None and self._fetch_keys is not None and kid not in self._misses:
+            self._sealers = {k: Sealer(k, v) for k, v in self._fetch_keys().items()}  # a new key: refresh
+            sealer = self._sealers.get(kid)
+            if sealer is None:
+                self._misses.add(kid)  # fetched once more at the next refresh only
+        return sealer
+
+    def _open(self, m: Any) -> tuple[Meta, bytes] | None:
+        """The meta and Avro view of one delivered record, or ``None`` (dropped) if it does not open."""
+        raw = meta_of(headers_of(m))
+        try:
+            meta = Meta.unpack(raw)
+            if meta.grant != self.grant_id:
+                raise EnvelopeError(f"sealed for grant {meta.grant!r}")
+            sealer = self._sealer(meta.kid)
+            if sealer is None:
+                raise EnvelopeError(f"no key {meta.kid!r} of grant {self.grant_id} is known")
+            _, value = sealer.open(TopicKind.DELIVER, self.grant_id, raw or b"", m.value())
+        except EnvelopeError as exc:
+            self.dropped += 1
+            log.warning("grant %s: dropped a record at %s[%s]@%s that does not open: %s",
+                        self.grant_id, m.topic(), m.partition(), m.offset(), exc)
+            return None
+        return meta, value
 
     def _ensure_assigned(self) -> Consumer:
         if self._consumer is None:
@@ -112,22 +161,21 @@ class Subscriber:
         schema = self._schema
         msgs = [m for m in consumer.consume(max_records, timeout) if m.error() is None]
         spans = tracing.consume_messages("receive", msgs, group=self.group)  # one span per trace
+        if msgs:
+            self._misses.clear()
         for m in msgs:
-            raw = m.value() or b""
+            opened = self._open(m)
+            if opened is None:
+                continue
+            meta, raw = opened
             headers = text_headers(m)
+            headers.pop(Header.META, None)
+            headers.update(meta.contract_headers())
             value = read_record(raw, schema)
             _, partition, offset = position_of(m)
             out.append(
-                Delivery(
-                    headers.get(Header.RECORD_ID, ""),
-                    value,
-                    headers,
-                    partition,
-                    offset,
-                    self.grant_id,
-                    headers.get(Header.SCENARIO, ""),
-                    len(raw),
-                )
+                Delivery(meta.record_id, value, headers, partition, offset, self.grant_id, meta.scenario,
+                         len(raw))
             )
         spans.end()
         self._unacked.extend(out)

@@ -12,6 +12,7 @@ import fastavro
 
 from bus.context import BusContext
 from bus.exchange.record_ids import derived_record_id
+from bus.grants.keys import GrantKeys
 from bus.keys import derive
 from bus.store.models import Dataset, Grant, SchemaVersion
 from bus.vocab import Header
@@ -109,6 +110,8 @@ class DeliveryReader:
         self.saved = {int(p): int(o) for p, o in (position.get("offsets") or {}).items()}
         self.next = dict(self.saved)
         self.undecodable: list[tuple[bytes, str, dict[str, str]]] = []
+        self.keys = GrantKeys(ctx)
+        self.dropped = 0  # records on the topic the bus did not deliver (never written to the sink)
         self._assigned = False
         self._next_try = 0.0
 
@@ -131,7 +134,8 @@ class DeliveryReader:
         return True
 
     def poll(self, max_records: int, timeout: float) -> list[SinkRecord]:
-        from bus.exchange.kafka import position_of, text_headers
+        from bus.exchange.delivered import open_delivered
+        from bus.exchange.kafka import position_of
 
         if not self._assigned and not self._assign():
             time.sleep(timeout)
@@ -139,18 +143,22 @@ class DeliveryReader:
         out: list[SinkRecord] = []
         msgs: list[Any] = self.consumer.consume(max_records, timeout)
         for m in msgs:
-            if m.error() is not None:
-                continue
-            raw = m.value() or b""
-            headers = text_headers(m)
-            _, partition, offset = position_of(m)
-            self.next[partition] = offset + 1
+            if m.error() is None:
+                _, partition, offset = position_of(m)
+                self.next[partition] = offset + 1  # past dropped records too
+        opened, dropped = open_delivered(self.keys, self.grant_id, msgs)
+        if dropped is not None:
+            from bus.lineage.incidents import record_violations
+
+            self.dropped += len(dropped.reasons)
+            record_violations(self.ctx, [dropped.violation(None, None)])
+        for o in opened:
             try:
-                value: Any = fastavro.schemaless_reader(io.BytesIO(raw), self._view(headers))
+                value: Any = fastavro.schemaless_reader(io.BytesIO(o.value), self._view(o.headers))
             except Exception as exc:  # not written with this view: dead-letter it rather than stall
-                self.undecodable.append((raw, f"cannot decode with the grant's view schema: {exc}", headers))
+                self.undecodable.append((o.value, f"cannot decode with the grant's view schema: {exc}", o.headers))
                 continue
-            out.append(SinkRecord(headers.get(Header.RECORD_ID, ""), value, headers))
+            out.append(SinkRecord(o.meta.record_id, value, o.headers))
         return out
 
     def _view(self, headers: dict[str, str]) -> Any:

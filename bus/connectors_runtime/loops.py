@@ -18,8 +18,10 @@ from bus.connectors_runtime.delivery import (
     grant_view_schema,
     make_publisher,
 )
+from bus.exchange.keyring import signing_secret_of
+from bus.policy.decision import grant_refusal
 from bus.store.models import Agency, Dataset, Grant, SchemaVersion
-from bus.vocab import DatasetStatus, GrantStatus, Header
+from bus.vocab import DatasetStatus, Header
 from connectors.base import (
     PermanentFailure,
     RetryPolicy,
@@ -134,7 +136,8 @@ class SourceLoop(BatchLoop):
             if sv is None:
                 raise PermanentFailure(f"dataset {ds.id} has no schema version {ds.schema_version}")
             self.schema_version = ds.schema_version
-            schema, secret = dict(sv.schema), agency.signing_secret
+            schema = dict(sv.schema)
+            secret = signing_secret_of(self.ctx.master_secret, agency.id, agency.signing_secret).hex()
         self.publisher = make_publisher(
             self.ctx, row["agency_id"], secret, row["dataset_id"], schema, self.schema_version
         )
@@ -235,33 +238,24 @@ class SinkLoop(BatchLoop):
             return
         row = self.task.row
         with self.ctx.store.session() as s:
-            found = s.execute(
-                select(
-                    Grant.status,
-                    Grant.valid_until,
-                    Grant.agency_id,
-                    Agency.suspended,
-                    Dataset.suspended,
-                    Dataset.status,
-                )
-                .join(Agency, Agency.id == Grant.agency_id)
-                .join(Dataset, Dataset.id == Grant.dataset_id)
-                .where(Grant.id == row["grant_id"])
-            ).first()
+            grant = s.get(Grant, row["grant_id"])
+            ds = s.get(Dataset, grant.dataset_id) if grant is not None else None
+            grantee = s.get(Agency, grant.agency_id) if grant is not None else None
+            owner = s.get(Agency, ds.owner_id) if ds is not None else None
+            if grant is None or ds is None:
+                raise PermanentFailure(f"grant {row['grant_id']} no longer exists")
+            facts = (grant.status, grant.valid_until, grant.agency_id, ds.status, bool(ds.suspended),
+                     bool(grantee is None or grantee.suspended), bool(owner is None or owner.suspended))
         self._checked = time.monotonic()
-        if found is None:
-            raise PermanentFailure(f"grant {row['grant_id']} no longer exists")
-        status, valid_until, grantee, ag_suspended, ds_suspended, ds_status = found
-        if grantee != row["agency_id"]:
+        status, valid_until, grantee_id, ds_status, ds_suspended, grantee_suspended, owner_suspended = facts
+        if grantee_id != row["agency_id"]:
             raise PermanentFailure(f"grant {row['grant_id']} is not held by {row['agency_id']}")
-        if status != GrantStatus.ACTIVE:
-            raise Blocked(f"grant {row['grant_id']} is {status}")
-        if valid_until is not None and valid_until <= now():
-            raise Blocked(f"grant {row['grant_id']} expired at {valid_until.isoformat()}")
-        if ag_suspended:
-            raise Blocked(f"agency {row['agency_id']} is suspended")
-        if ds_suspended or ds_status == DatasetStatus.RETIRED:
-            raise Blocked(f"dataset {row['dataset_id']} is {'suspended' if ds_suspended else 'retired'}")
+        refusal = grant_refusal(  # the one delivery rule (bus.policy.decision)
+            status, valid_until, now(), grantee_suspended=grantee_suspended, dataset_suspended=ds_suspended,
+            owner_suspended=owner_suspended, dataset_status=ds_status, grant_id=row["grant_id"],
+        )
+        if refusal is not None:
+            raise Blocked(refusal.detail)
 
     def _open(self) -> SinkContext:
         from bus.gateway.routes_systems import check_egress

@@ -179,8 +179,14 @@ class ConnectorTask:
         """``(value, code, detail, extra headers)`` to the dead-letter topic, flushed before returning."""
         if not items:
             return
+        from bus.exchange import keyring
+        from bus.exchange.envelope import META_HEADER, Meta, Sealer
+        from bus.exchange.record_ids import is_record_id, new_record_id
+        from bus.vocab import TopicKind
+
         producer = self.ctx.producer
         topic = self.ctx.topics.dead_letter
+        sealer = Sealer(keyring.DEADLETTER_KID, keyring.deadletter_key(self.ctx.master_secret))
         for value, code, detail, extra in items:
             headers = {
                 Header.CONNECTOR: self.name,
@@ -188,7 +194,10 @@ class ConnectorTask:
                 Header.ERROR_DETAIL: mask_text(detail)[:2000],
                 **extra,
             }
-            producer.produce(topic, value, headers=[(k, v.encode()) for k, v in headers.items()])
+            rid = extra.get(Header.RECORD_ID, "")
+            meta = Meta(rid if is_record_id(rid) else new_record_id(), "", self.name, 1, kid=sealer.kid).pack()
+            sealed = sealer.seal(TopicKind.DEADLETTER, self.name, meta, None, value)  # the record stays sealed
+            producer.produce(topic, sealed, headers=[(META_HEADER, meta), *((k, v.encode()) for k, v in headers.items())])
         remaining = producer.flush(30)
         if remaining:
             raise TransientFailure(f"{remaining} dead letters not acknowledged by the broker")

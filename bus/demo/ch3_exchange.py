@@ -16,9 +16,9 @@ from rich.table import Table
 
 from bus.client import Delivery, Publisher, Subscriber
 from bus.demo import Demo
+from bus.exchange.envelope import META_HEADER, EnvelopeError, Meta
 from bus.exchange.kafka import assign_from_committed, headers_of, new_consumer, new_producer
 from bus.exchange.record_ids import new_record_id
-from bus.exchange.signing import sign_record
 from bus.keys import signing_secret_for
 
 LICENCE_FIELDS = ["licence_no", "enterprise_name", "legal_rep_name", "legal_rep_id", "phone", "status"]
@@ -232,6 +232,11 @@ def run(demo: Demo) -> None:
     code = _rejection_code(ctx, forged_id)
     demo.say(f"  psb forges a licence claiming bus-publisher=market -> rejected.market-licences: {code}")
     demo.expect(code == "record.unauthenticated", "the forged record is refused (record.unauthenticated)")
+    needles = [licence(i)[f] for i in range(3) for f in ("enterprise_name", "legal_rep_id", "address")]
+    seen, found = eavesdrop(ctx, needles)
+    demo.say(f"  an eavesdropper on the broker reads {seen} messages of every bus topic with a plain Kafka "
+             f"consumer: {found} of {len(needles)} published values found (sealed, AES-256-GCM)")
+    demo.expect(seen > 0 and found == 0, "an eavesdropper on the broker sees only ciphertext (R8, R12)")
 
     r = _grant(psb, "market-licences", ["licence_no"], "one-off-check", "a single follow-up check", "Art. 87")
     g_tmp = r.json()
@@ -247,33 +252,48 @@ def run(demo: Demo) -> None:
 
 
 def _forge(ctx: Any, psb_key: str) -> str:
-    """psb writes a licence to market's ingress topic, claiming to be market but signing with its own key."""
+    """psb writes a licence to market's ingress topic, claiming to be market but sealing with its own key."""
     import io
 
     import fastavro
 
+    from bus.exchange import keyring
+    from bus.exchange.envelope import META_HEADER, Meta, Sealer
     from bus.schemas import load_schema
+    from bus.vocab import TopicKind
 
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, fastavro.parse_schema(load_schema("examples/licence")), licence(999))
-    value = buf.getvalue()
     rid = new_record_id()
-    sig = sign_record(signing_secret_for(psb_key), None, value, rid, "market", "market-licences", "1")
+    sealer = Sealer(keyring.INGRESS_KID, keyring.ingress_key(signing_secret_for(psb_key)))
+    meta = Meta(rid, "market", "market-licences", 1, kid=sealer.kid).pack()
     producer = new_producer(ctx.bootstrap)
     producer.produce(
         ctx.topics.ingress("market-licences"),
-        value,
+        sealer.seal(TopicKind.INGRESS, "market-licences", meta, None, buf.getvalue()),
         None,
-        headers=[
-            ("bus-record-id", rid.encode()),
-            ("bus-publisher", b"market"),
-            ("bus-dataset", b"market-licences"),
-            ("bus-schema-version", b"1"),
-            ("bus-signature", sig.encode()),
-        ],
+        headers=[(META_HEADER, meta)],
     )
     producer.flush(10)
     return rid
+
+
+def eavesdrop(ctx: Any, needles: list[str]) -> tuple[int, int]:
+    """A plain Kafka consumer with no bus key reads every bus topic from the start: (messages, needles found)."""
+    consumer = new_consumer(ctx.bootstrap, f"demo-eavesdropper-{time.time_ns()}")
+    seen = found = 0
+    try:
+        topics = [t for t in consumer.list_topics(timeout=5).topics if t.startswith(ctx.topics.prefix)
+                  and not t.startswith("__")]
+        assign_from_committed(consumer, topics)
+        while batch := [m for m in consumer.consume(1000, 1.0) if m.error() is None]:
+            for m in batch:
+                seen += 1
+                blob = (m.key() or b"") + (m.value() or b"") + b"".join((v or b"") for _, v in headers_of(m))
+                found += sum(1 for n in needles if n.encode() in blob)
+    finally:
+        consumer.close()
+    return seen, found
 
 
 def _rejection_code(ctx: Any, record_id: str, timeout: float = 15) -> str | None:
@@ -285,9 +305,13 @@ def _rejection_code(ctx: Any, record_id: str, timeout: float = 15) -> str | None
                 assign_from_committed(consumer, [ctx.topics.rejected("market-licences")])
             for m in consumer.consume(100, 0.2):
                 if m.error() is None:
-                    h = {k: (v or b"").decode() for k, v in headers_of(m)}
-                    if h.get("bus-record-id") == record_id:
-                        return h.get("bus-error-code")
+                    h = dict(headers_of(m))
+                    try:
+                        rid = Meta.unpack(h.get(META_HEADER)).record_id
+                    except EnvelopeError:
+                        continue
+                    if rid == record_id:
+                        return (h.get("bus-error-code") or b"").decode()
     finally:
         consumer.close()
     return None

@@ -140,7 +140,6 @@ class BatchWorker(ABC):
                     self.process(msgs, producer)
                     if producer.flush(30) or self._failed:
                         raise DeliveryFailed(f"{self._failed} record(s) not acknowledged by the broker")
-                    self.after_delivery()
                 except (Unavailable, DeliveryFailed) as exc:
                     self._pause(consumer, msgs, exc, backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
@@ -150,6 +149,8 @@ class BatchWorker(ABC):
                     self._pause(consumer, msgs, exc, backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
                     continue
+                if not self._settle():
+                    break  # stopping with the batch's evidence unwritten: not committed, it comes again
                 try:
                     consumer.commit(offsets=_next_offsets(msgs), asynchronous=False)
                 except KafkaException as exc:
@@ -172,6 +173,26 @@ class BatchWorker(ABC):
                 producer.flush(5)
             finally:
                 consumer.close()
+
+    def _settle(self) -> bool:
+        """Write the evidence of a batch whose outputs the broker acknowledged, retrying until it is stored.
+
+        Never re-produces: a store or Redis outage after delivery only delays the commit (the worker takes
+        no new batch meanwhile, so nothing is delivered without evidence). False if stopped first."""
+        backoff = 0.1
+        while True:
+            try:
+                self.after_delivery()
+                return True
+            except Exception as exc:
+                if self.paused_since is None:
+                    self.paused_since = time.monotonic()
+                    log.warning("%s: evidence of a delivered batch not stored yet (%s); retrying", self.name, exc)
+                self.last_error = f"evidence not stored: {exc}"
+                self._last_loop = time.monotonic()
+                if self._stop.wait(backoff):
+                    return False
+                backoff = min(backoff * 2, MAX_BACKOFF)
 
     def _pause(self, consumer: Consumer, msgs: list[Message], exc: Exception, backoff: float) -> None:
         """Fail closed: nothing of this batch is committed; seek back and retry after a backoff."""
@@ -228,7 +249,8 @@ class BatchWorker(ABC):
 
     @abstractmethod
     def after_delivery(self) -> None:
-        """The batch's output is acknowledged: write its bookkeeping (lineage, audit, incidents)."""
+        """The batch's output is acknowledged: write its bookkeeping (lineage, audit, incidents). May be
+        called again after a failure (the store was away): it must be safe to repeat."""
 
     def discard_batch(self) -> None:  # noqa: B027 - optional hook
         """The batch is being retried: forget what ``process`` prepared."""
@@ -261,10 +283,3 @@ def _rewind(consumer: Consumer, msgs: list[Message]) -> None:
 def header_map(headers: ConsumedHeaders | None) -> dict[str, bytes]:
     """Kafka headers as a dict (the last value of a repeated name wins)."""
     return {k: v for k, v in (headers or ()) if v is not None}
-
-
-def trace_id_of(traceparent: bytes | None) -> str | None:
-    """The 32-hex trace id of a W3C ``traceparent`` header, if well formed."""
-    if traceparent and len(traceparent) >= 35 and traceparent[2:3] == b"-":
-        return traceparent[3:35].decode("ascii", "replace")
-    return None

@@ -31,9 +31,9 @@ MAX_IDS_IN_AUDIT = 20
 
 @dataclass
 class PublishBatch:
-    """What one validator batch (or one HTTP publish request) decided."""
+    """What one pipeline batch (or one HTTP publish request) decided."""
 
-    via: str  # "validator" or "http"
+    via: str  # bus.vocab.Via: "pipeline" or "http"
     lineage: list[dict[str, Any]] = field(default_factory=list)  # RecordLineage rows, accepted and refused
     violations: list[dict[str, Any]] = field(default_factory=list)
 
@@ -97,6 +97,7 @@ class BackgroundLedger:
         self._lock = threading.Lock()
         self._published: list[PublishBatch] = []
         self._consumed: list[dict[str, Any]] = []
+        self._delivered: list[dict[str, Any]] = []
         self._violations: list[dict[str, Any]] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -113,6 +114,12 @@ class BackgroundLedger:
             self._consumed.extend(rows)
         self._wake.set()
 
+    def delivered(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Deliveries made by HTTP publishing (one hop: the gateway produces to ``deliver.<grant>``)."""
+        with self._lock:
+            self._delivered.extend(rows)
+        self._wake.set()
+
     def violations(self, violations: list[dict[str, Any]]) -> None:
         with self._lock:
             self._violations.extend(violations)
@@ -122,6 +129,7 @@ class BackgroundLedger:
         with self._lock:
             published, self._published = self._published, []
             consumed, self._consumed = self._consumed, []
+            delivered, self._delivered = self._delivered, []
             violations, self._violations = self._violations, []
         try:
             if published:
@@ -131,6 +139,9 @@ class BackgroundLedger:
                     merged.violations.extend(b.violations)
                 self.ledger.published(merged)
                 published = []
+            if delivered:  # after the records they deliver
+                self.ledger.delivered(delivered)
+                delivered = []
             if consumed:
                 self.ledger.consumed(consumed)
                 consumed = []
@@ -140,6 +151,7 @@ class BackgroundLedger:
             with self._lock:  # keep what was not written for the next attempt
                 self._published[:0] = published
                 self._consumed[:0] = consumed
+                self._delivered[:0] = delivered
                 self._violations[:0] = violations
             raise
 

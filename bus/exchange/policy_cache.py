@@ -13,110 +13,32 @@ import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-import fastavro
 from sqlalchemy import select
 
 from bus.context import BusContext
 from bus.errors import Unavailable
 from bus.exchange import policy_events
-from bus.policy.projection import strip_logical_types
+from bus.exchange.keyring import signing_secret_of
+from bus.policy.records import parsed_schema
+from bus.policy.snapshot import AgencyState, DatasetState, GrantState, PolicySnapshot
 from bus.store.models import Agency, Dataset, Grant, SchemaVersion
 from bus.vocab import GrantStatus
+
+__all__ = ["AgencyState", "DatasetState", "GrantState", "PolicyCache", "PolicySnapshot", "load_snapshot",
+           "parsed_schema"]
 
 log = logging.getLogger(__name__)
 
 STORE_PING_INTERVAL = 0.5
 
 
-@dataclass(frozen=True)
-class AgencyState:
-    id: str
-    suspended: bool
-    signing_secret: bytes
-
-
-@dataclass(frozen=True)
-class DatasetState:
-    id: str
-    owner_id: str
-    status: str
-    attribute: str
-    suspended: bool
-    schema_version: int
-    schemas: dict[int, dict[str, Any]]  # version -> schema JSON
-
-    @property
-    def schema(self) -> dict[str, Any]:
-        return self.schemas[self.schema_version]
-
-
-@dataclass(frozen=True)
-class GrantState:
-    id: str
-    dataset_id: str
-    agency_id: str
-    fields: tuple[str, ...]
-    unmasked_fields: tuple[str, ...]
-    scenario_code: str
-    status: str
-    valid_until: datetime | None
-    version: int
-    active_since_ms: int = 0  # records accepted before the grant became active are not delivered
-
-
-@dataclass
-class PolicySnapshot:
-    version: int
-    agencies: dict[str, AgencyState]
-    datasets: dict[str, DatasetState]
-    grants: dict[str, GrantState]
-    grants_by_dataset: dict[str, list[GrantState]] = field(default_factory=dict)
-
-    def deliverable_grants(self, dataset_id: str, now: datetime) -> list[GrantState]:
-        """Active, unexpired grants whose dataset, owner and grantee are not suspended (R14 fail safe)."""
-        ds = self.datasets.get(dataset_id)
-        if ds is None or ds.suspended or ds.status != "approved":
-            return []
-        owner = self.agencies.get(ds.owner_id)
-        if owner is None or owner.suspended:
-            return []
-        out = []
-        for g in self.grants_by_dataset.get(dataset_id, ()):
-            grantee = self.agencies.get(g.agency_id)
-            if (
-                g.status == GrantStatus.ACTIVE
-                and grantee is not None
-                and not grantee.suspended
-                and (g.valid_until is None or g.valid_until > now)
-            ):
-                out.append(g)
-        return out
-
-
-_parsed: dict[tuple[str, int], Any] = {}
-_parsed_lock = threading.Lock()
-
-
-def parsed_schema(dataset_id: str, version: int, schema: dict[str, Any]) -> Any:
-    """The fastavro-parsed data-path schema (logical types stripped) of one immutable schema version."""
-    key = (dataset_id, version)
-    found = _parsed.get(key)
-    if found is None:
-        found = fastavro.parse_schema(strip_logical_types(schema), named_schemas={})
-        with _parsed_lock:
-            _parsed[key] = found
-    return found
-
-
 def load_snapshot(ctx: BusContext, version: int) -> PolicySnapshot:
     """Everything the data plane needs, in one read transaction."""
     with ctx.store.session() as s:
         agencies = {
-            a.id: AgencyState(a.id, bool(a.suspended), bytes.fromhex(a.signing_secret))
+            a.id: AgencyState(a.id, bool(a.suspended), signing_secret_of(ctx.master_secret, a.id, a.signing_secret))
             for a in s.scalars(select(Agency))
         }
         schemas: dict[str, dict[int, dict[str, Any]]] = {}

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from bus.context import BusContext
 from bus.exchange.kafka import assign_from_committed, ensure_topics, new_consumer
+from bus.exchange.keyring import signing_secret_of
 from bus.exchange.signing import Signer
 from bus.lineage import tracing
 from bus.lineage.incidents import record_violations
@@ -215,7 +216,7 @@ class ReceiptsWorker:
                 for aid, secret in s.execute(
                     select(Agency.id, Agency.signing_secret).where(Agency.id.in_(agencies))
                 ):
-                    self._signers[aid] = Signer(bytes.fromhex(secret))
+                    self._signers[aid] = Signer(signing_secret_of(self.ctx.master_secret, aid, secret))
             if grants:
                 stmt = select(Grant.id, Grant.agency_id).where(Grant.id.in_(grants))
                 self._grants.update({gid: aid for gid, aid in s.execute(stmt)})

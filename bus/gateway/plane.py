@@ -18,10 +18,12 @@ from typing import Any, Protocol, TypeVar, cast
 from fastapi import FastAPI, Request
 
 from bus.context import BusContext
+from bus.exchange.emit import Emitter
 from bus.exchange.fingerprints import FingerprintGuard
 from bus.exchange.ledger import BackgroundLedger
 from bus.exchange.policy_cache import PolicyCache
 from bus.gateway.auth import ctx_of
+from bus.policy.routes import RouteTable
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +156,8 @@ class Plane:
     cache: PolicyCache
     guard: FingerprintGuard
     ledger: BackgroundLedger
+    emitter: Emitter  # seals and produces HTTP-published records (the pipeline's output stage); holds grant keys
+    routes: RouteTable
     readers: ReaderPool = field(default_factory=ReaderPool)
 
     def close(self) -> None:
@@ -173,7 +177,8 @@ def plane_of(request: Request) -> Plane:
             plane = getattr(state, "data_plane", None)
             if plane is None:
                 ctx = ctx_of(request)
-                plane = Plane(ctx, PolicyCache(ctx).start(), FingerprintGuard(ctx), BackgroundLedger(ctx))
+                plane = Plane(ctx, PolicyCache(ctx).start(), FingerprintGuard(ctx), BackgroundLedger(ctx),
+                              Emitter(ctx), RouteTable(ctx.master_secret))
                 state.data_plane = plane
     return plane
 

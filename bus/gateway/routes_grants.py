@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -11,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bus.gateway.auth import Principal, ctx_of, current_principal
 from bus.grants import service
+from bus.grants.keys import ALG, GrantKeys, grantee_keys
+from bus.lineage import audit
 from bus.vocab import GrantStatus
 
 router = APIRouter(tags=["grants"])
@@ -115,3 +118,32 @@ def grant_schema(
     grant_id: str, request: Request, principal: Principal = Depends(current_principal)
 ) -> dict[str, Any]:
     return service.grant_schema(ctx_of(request), principal, grant_id)
+
+
+@router.get(
+    "/v1/grants/{grant_id}/keys",
+    summary="The grant's data keys (grantee, active grants only; every call audited)",
+)
+def grant_keys(grant_id: str, request: Request, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+    """The keys records on ``deliver.<grant>`` are sealed under (``docs/ENVELOPE.md``), for the grantee of an
+    active grant only: anyone else ``auth.forbidden``, a grant that is not active ``grant.not_active``."""
+    ctx = ctx_of(request)
+    readable = service.readable(ctx, principal, grant_id)
+    GrantKeys(ctx).current(readable.grant_id, readable.version)  # the key the next record will use
+    keys = grantee_keys(ctx, readable.grant_id)
+    with ctx.store.session() as s:
+        audit.append(s, principal.id, "grant.keys_fetched", "grant", grant_id,
+                     {"agency": principal.id, "scenario": readable.scenario_code, "kids": [k.kid for k in keys]})
+    return {
+        "grant": grant_id,
+        "keys": [
+            {
+                "kid": k.kid,
+                "alg": ALG,
+                "k": base64.urlsafe_b64encode(k.key).decode().rstrip("="),
+                "not_before": k.not_before.isoformat(),
+                "not_after": k.not_after.isoformat() if k.not_after else None,
+            }
+            for k in keys
+        ],
+    }

@@ -13,7 +13,6 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -28,27 +27,24 @@ from bus.errors import (
     BusError,
     IdempotencyInProgress,
     IdempotencyKeyReused,
-    RecordInvalid,
     RequestInvalid,
     Suspended,
     Unavailable,
 )
 from bus.exchange import broker_identity
 from bus.exchange.ledger import PublishBatch
-from bus.exchange.policy_cache import parsed_schema
-from bus.exchange.publishing import admission, encode, field_names, too_large
 from bus.exchange.record_ids import new_record_id
 from bus.gateway.auth import Principal, publishing_principal, suspended_refusal
 from bus.gateway.plane import Plane, plane_of
 from bus.lineage import tracing
-from bus.lineage.recorder import position_callback
-from bus.vocab import Header as H
+from bus.policy.batch import Incoming, Violation, classify, process_batch
+from bus.policy.records import admission, encode, field_names, parsed_schema
+from bus.vocab import Via
 
 router = APIRouter(tags=["publish"])
 
 MAX_RECORDS = 10_000
 IDEMPOTENCY_TTL = 24 * 3600
-VIOLATIONS = frozenset({"recollection.detected", "forwarding.detected", "suspended"})
 
 
 class RecordsIn(BaseModel):
@@ -78,12 +74,14 @@ class _Acks:
         self._all = threading.Event()
         self._all.set()
 
-    def track(self, row: dict[str, Any]) -> Callable[[KafkaError | None, Message], None]:
-        """The delivery callback of one record: fills its lineage row's partition and offset."""
+    def expect(self, n: int) -> None:
+        """This request produced ``n`` records (reports may have come in already: they count)."""
         with self._lock:
-            self.expected += 1
-            self._all.clear()
-        return position_callback(row, self)
+            self.expected = n
+            if self._done >= n:
+                self._all.set()
+            else:
+                self._all.clear()
 
     def __call__(self, err: KafkaError | None, _msg: Message) -> None:
         with self._lock:
@@ -115,8 +113,11 @@ def publish_records(
     *,
     suspended: bool = False,
 ) -> dict[str, Any]:
-    """Validate and publish one request's records; the per-record answer of the endpoint.
+    """Decide and publish one request's records with the pipeline's own decision and output stage.
 
+    The records are encoded strictly against the current schema (the JSON shape is the one thing HTTP adds),
+    then ``process_batch`` decides them exactly as the Kafka pipeline does and ``Emitter`` seals and
+    produces them straight to ``deliver.<grant>`` and ``data.<dataset>``: one hop to the grantee.
     ``suspended``: the store said the publisher is suspended when it authenticated; refused even when the
     policy snapshot has not caught up yet (R15, fail closed)."""
     ctx = plane.ctx
@@ -125,136 +126,75 @@ def publish_records(
     if suspended and (refusal is None or refusal.code == Suspended.code):  # the owner itself is suspended
         refusal = suspended_refusal(ctx, publisher)
     if refusal is not None:
-        if refusal.code in VIOLATIONS:
-            plane.ledger.violations(
-                [
-                    {
-                        "code": refusal.code,
-                        "agency_id": publisher,
-                        "dataset_id": dataset_id,
-                        "grant_id": None,
-                        "record_ids": [],
-                        "trace_ids": [],
-                        "detail": refusal.detail,
-                        "count": len(records),
-                    }
-                ]
-            )
+        kind = classify(refusal.code)
+        if kind is not None:  # the same violations as over Kafka (R15)
+            plane.ledger.violations([Violation(kind, publisher, dataset_id, None, refusal.detail,
+                                               count=len(records)).as_row()])
         raise refusal
     ds = snap.datasets[dataset_id]
     version = ds.schema_version
     parsed = parsed_schema(dataset_id, version, ds.schema)
     names = field_names(parsed)
-    limit = ctx.settings.max_record_bytes
-    now = datetime.now(UTC)
+    now_ms = int(time.time() * 1000)
     rejected: list[dict[str, Any]] = []
-    valid: list[tuple[int, dict[str, Any], bytes]] = []
-    for i, rec in enumerate(records):
-        try:
-            value = encode(rec, parsed, names)
-            if len(value) > limit:
-                raise too_large(len(value), limit)
-        except BusError as err:
-            rejected.append({"index": i, "code": err.code, "detail": err.detail})
-            continue
-        valid.append((i, rec, value))
-    batch = PublishBatch(via="http")
+    items: list[Incoming] = []
     trace_id = tracing.current_trace_id() or (
         traceparent[3:35] if traceparent and len(traceparent) >= 35 else None
     )
-    verdicts = (
-        plane.guard.check_batch(dataset_id, publisher, [r for _, r, _ in valid], version=snap.version)
-        if valid
-        else []
-    )
-    accepted: list[tuple[int, dict[str, Any], bytes, str]] = []
-    for (i, rec, value), verdict in zip(valid, verdicts, strict=True):
-        rid = new_record_id()
-        if verdict is not None:
-            rejected.append({"index": i, "code": verdict.code, "detail": verdict.detail})
-            batch.add(_lineage(rid, dataset_id, publisher, now, trace_id, verdict.code, version, len(value)))
-            if verdict.code in VIOLATIONS:
-                batch.violations.append(
-                    {
-                        "code": verdict.code,
-                        "agency_id": publisher,
-                        "dataset_id": dataset_id,
-                        "grant_id": verdict.extra.get("grant"),  # forwarding: the grant the data came under
-                        "record_ids": [rid],
-                        "trace_ids": [trace_id] if trace_id else [],
-                        "detail": verdict.detail,
-                    }
-                )
+    for i, rec in enumerate(records):
+        try:
+            value = encode(rec, parsed, names)
+        except BusError as err:
+            rejected.append({"index": i, "code": err.code, "detail": err.detail})
             continue
-        accepted.append((i, rec, value, rid))
-    topic = ctx.topics.data(dataset_id)
-    base = [
-        (H.PUBLISHER, publisher.encode()),
-        (H.DATASET, dataset_id.encode()),
-        (H.SCHEMA_VERSION, str(version).encode()),
-        (H.PUBLISHED_AT, str(int(now.timestamp() * 1000)).encode()),
-    ]
+        items.append(Incoming(i, new_record_id(), dataset_id, publisher, version, None, value, trace_id, rec))
+
+    def copies(d: str, p: str, recs: Any) -> Any:
+        return plane.guard.check_batch(d, p, recs, version=snap.version)
+
+    outcome = process_batch(snap, items, copies=copies, routes=plane.routes, limit=ctx.settings.max_record_bytes,
+                            accepted_at_ms=now_ms)
     acks = _Acks()
     producer = ctx.producer
-    with tracing.send_span(topic, len(accepted)) as send:  # child of the HTTP request's span
-        base += send.headers
-        trace_id = send.trace_id
-        rows = []  # lineage of the accepted records; each delivery callback fills partition and offset
-        for _, _, value, rid in accepted:
-            row = _lineage(rid, dataset_id, publisher, now, trace_id, "accepted", version, len(value))
-            rows.append(row)
-            headers = [(H.RECORD_ID, rid.encode()), *base]
-            delivered = acks.track(row)
-            while True:
-                try:
-                    producer.produce(topic, value, None, headers=headers, on_delivery=delivered)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+    topic = ctx.topics.data(dataset_id)
+    with tracing.send_span(topic, len(outcome.accepted)) as send:  # child of the HTTP request's span
+        trace_headers = list(send.headers)
+        evidence = plane.emitter.emit(outcome, producer, via=Via.HTTP, report=acks,
+                                      trace=lambda _ref: trace_headers, trace_id=lambda _ref: send.trace_id)
         # every callback of this request has run once ``wait`` returns True, whichever thread served it:
         # the rows hold their positions from here on
-        unconfirmed = bool(accepted) and (not acks.wait(producer, 30) or bool(acks.failed))
+        acks.expect(sum(1 + len(a.deliveries) for a in outcome.accepted))
+        unconfirmed = acks.expected > 0 and (not acks.wait(producer, 30) or bool(acks.failed))
     if unconfirmed:
         raise Unavailable(
             f"the broker did not acknowledge {acks.failed or 'some'} record(s) ({acks.error}); "
             "nothing of this request is confirmed, retry it with the same Idempotency-Key"
         )
-    batch.lineage.extend(rows)  # written only now: acknowledged, each row naming its place in the topic
-    if accepted:
-        plane.guard.remember_batch(
-            dataset_id, publisher, [r for _, r, _, _ in accepted], [a[3] for a in accepted]
-        )
-    # records refused by the schema or the size limit are lineage too (data quality, R2)
+    remember: tuple[list[Any], list[str]] = ([], [])
+    for a in outcome.accepted:
+        remember[0].append(a.record)
+        remember[1].append(a.item.record_id)
+    if remember[1]:
+        plane.guard.remember_batch(dataset_id, publisher, remember[0], remember[1])
+    # records refused by the schema are lineage too (data quality, R2)
     for r in rejected:
-        if r["code"] in (RecordInvalid.code, "record.too_large"):
-            batch.add(_lineage(new_record_id(), dataset_id, publisher, now, trace_id, r["code"], version, 0))
-    plane.ledger.published(batch)
+        evidence.published.append(_lineage(new_record_id(), dataset_id, publisher, now_ms, trace_id, r["code"],
+                                           version))
+    for r in outcome.refused:
+        rejected.append({"index": r.ref, "code": r.code, "detail": r.error.detail})
+    plane.ledger.published(PublishBatch(via=Via.HTTP, lineage=evidence.published,
+                                        violations=[v.as_row() for v in outcome.violations()]))
+    plane.ledger.delivered(evidence.delivered)
     rejected.sort(key=lambda r: r["index"])
-    return {"accepted": len(accepted), "record_ids": [a[3] for a in accepted], "rejected": rejected}
+    ids = [a.item.record_id for a in outcome.accepted]
+    return {"accepted": len(ids), "record_ids": ids, "rejected": rejected}
 
 
-def _lineage(
-    rid: str,
-    dataset_id: str,
-    publisher: str,
-    now: datetime,
-    trace_id: str | None,
-    outcome: str,
-    version: int,
-    size: int,
-) -> dict[str, Any]:
-    return {
-        "record_id": rid,
-        "dataset_id": dataset_id,
-        "publisher_id": publisher,
-        "published_at": now,
-        "trace_id": trace_id,
-        "outcome": outcome,
-        "schema_version": version,
-        "size": size,
-        "partition": None,
-        "offset": None,
-    }
+def _lineage(rid: str, dataset_id: str, publisher: str, now_ms: int, trace_id: str | None, outcome: str,
+             version: int) -> dict[str, Any]:
+    return {"record_id": rid, "dataset_id": dataset_id, "publisher_id": publisher,
+            "published_at": datetime.fromtimestamp(now_ms / 1000, UTC), "trace_id": trace_id,
+            "outcome": outcome, "schema_version": version, "size": 0, "partition": None, "offset": None}
 
 
 # --- idempotency ------------------------------------------------------------------------------------------

@@ -32,14 +32,14 @@ from fastapi.responses import StreamingResponse
 
 from bus.errors import AuthForbidden, BusError, RequestInvalid
 from bus.exchange import policy_events
-from bus.exchange.kafka import consumer_config, partitions_of, position_of, text_headers
+from bus.exchange.delivered import open_delivered
+from bus.exchange.kafka import consumer_config, partitions_of, position_of
 from bus.gateway.auth import Principal, current_principal
 from bus.gateway.cursors import check_not_past_end
 from bus.gateway.plane import Plane, plane_of
 from bus.grants import service
 from bus.grants.service import Readable
 from bus.policy.projection import strip_logical_types
-from bus.vocab import Header as H
 
 router = APIRouter(tags=["subscribe"])
 
@@ -146,21 +146,23 @@ class GrantReader:
             if not msgs:
                 break
             for m in msgs:
-                if m.error() is not None:
-                    continue
-                headers = text_headers(m)
-                value = fastavro.schemaless_reader(io.BytesIO(m.value() or b""), self.schema)
-                _, partition, offset = position_of(m)
-                self.positions[partition] = offset + 1
+                if m.error() is None:
+                    _, partition, offset = position_of(m)
+                    self.positions[partition] = offset + 1  # past dropped records too
+            opened, dropped = open_delivered(self.plane.emitter.keys, self.grant.grant_id, msgs)
+            if dropped is not None:
+                self.plane.ledger.violations([dropped.violation(None, self.grant.dataset_id)])
+            for o in opened:
+                value = fastavro.schemaless_reader(io.BytesIO(o.value), self.schema)
                 out.append(
                     {
-                        "record_id": headers.get(H.RECORD_ID),
-                        "partition": partition,
-                        "offset": offset,
-                        "scenario": headers.get(H.SCENARIO),
-                        "headers": headers,
+                        "record_id": o.meta.record_id,
+                        "partition": o.partition,
+                        "offset": o.offset,
+                        "scenario": o.meta.scenario,
+                        "headers": o.headers,
                         "value": _jsonable(value),
-                        "size": len(m.value() or b""),
+                        "size": len(o.value),
                     }
                 )
         return out

@@ -412,6 +412,7 @@ def readable(ctx: BusContext, caller: Caller, grant_id: str) -> Readable:
             grantee_suspended=bool(grantee and grantee.suspended),
             dataset_suspended=bool(ds.suspended),
             owner_suspended=bool(owner and owner.suspended),
+            dataset_status=ds.status,
             grant_id=grant_id,
         )
         return Readable(

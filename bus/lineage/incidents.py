@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 # kind -> severity (critical > high > medium > low)
 SEVERITY = {
     "forwarding": "critical",
+    "forged_delivery": "critical",  # records on a deliver.<grant> topic that the bus did not seal there
     "recollection": "high",
     "egress": "high",
     "bad_signature_burst": "high",

@@ -8,13 +8,14 @@ service and the data plane feed them facts read from the store.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bus.errors import (
     AuthForbidden,
     BadState,
+    BusError,
     DatasetNotApproved,
     FieldsNotShareable,
     GrantNotActive,
@@ -173,23 +174,45 @@ def transition(status: str, action: str, *, actor_id: str, owner_id: str,
     return _TARGET[action]
 
 
-def check_readable(status: str, valid_until: datetime | None, now: datetime, *,
-                   grantee_suspended: bool = False, dataset_suspended: bool = False,
-                   owner_suspended: bool = False, grant_id: str = "") -> None:
-    """Raise unless the grant may deliver and be read now (``grant.not_active`` or ``suspended``)."""
+def grant_refusal(status: str, valid_until: datetime | None, now: datetime, *,
+                  grantee_suspended: bool = False, dataset_suspended: bool = False,
+                  owner_suspended: bool = False, dataset_status: str = DatasetStatus.APPROVED,
+                  grant_id: str = "") -> BusError | None:
+    """Why the grant may not deliver or be read now (``suspended`` or ``grant.not_active``), or ``None``.
+
+    The one delivery rule: the pipeline (``deliverable``), the HTTP and SSE reads, the SDK's gateway check
+    and the sink connectors (``check_readable``) all ask it.
+    """
     if status == GrantStatus.SUSPENDED or grantee_suspended or dataset_suspended or owner_suspended:
         what = ("the grant" if status == GrantStatus.SUSPENDED else "the consumer agency" if grantee_suspended
                 else "the dataset" if dataset_suspended else "the owner agency")
-        raise Suspended(f"grant {grant_id}: {what} is suspended by the emergency switch; nothing is "
-                        "delivered until it is resumed")
+        return Suspended(f"grant {grant_id}: {what} is suspended by the emergency switch; nothing is "
+                         "delivered until it is resumed")
     if status != GrantStatus.ACTIVE:
-        raise GrantNotActive(f"grant {grant_id} is {status}; only an active grant delivers records")
+        return GrantNotActive(f"grant {grant_id} is {status}; only an active grant delivers records")
+    if dataset_status != DatasetStatus.APPROVED:
+        return GrantNotActive(f"grant {grant_id}: its dataset is {dataset_status}; nothing is delivered")
     if valid_until is not None and valid_until <= now:
-        raise GrantNotActive(f"grant {grant_id} expired at {valid_until.isoformat()}")
+        return GrantNotActive(f"grant {grant_id} expired at {valid_until.isoformat()}")
+    return None
+
+
+def check_readable(status: str, valid_until: datetime | None, now: datetime, *,
+                   grantee_suspended: bool = False, dataset_suspended: bool = False,
+                   owner_suspended: bool = False, dataset_status: str = DatasetStatus.APPROVED,
+                   grant_id: str = "") -> None:
+    """Raise ``grant_refusal``'s answer, if any (the read paths)."""
+    refusal = grant_refusal(status, valid_until, now, grantee_suspended=grantee_suspended,
+                            dataset_suspended=dataset_suspended, owner_suspended=owner_suspended,
+                            dataset_status=dataset_status, grant_id=grant_id)
+    if refusal is not None:
+        raise refusal
 
 
 def deliverable(status: str, valid_until: datetime | None, now: datetime, *,
-                flags: Collection[bool] = ()) -> bool:
-    """The router's yes/no form of ``check_readable``: any raised flag (a suspension) means no."""
-    return (status == GrantStatus.ACTIVE and not any(flags)
-            and (valid_until is None or valid_until > now))
+                grantee_suspended: bool = False, dataset_suspended: bool = False,
+                owner_suspended: bool = False, dataset_status: str = DatasetStatus.APPROVED) -> bool:
+    """``grant_refusal``'s yes/no form (the pipeline, per batch)."""
+    return grant_refusal(status, valid_until, now, grantee_suspended=grantee_suspended,
+                         dataset_suspended=dataset_suspended, owner_suspended=owner_suspended,
+                         dataset_status=dataset_status) is None

@@ -265,3 +265,22 @@ class UsageHour(Base):
 Index("ix_consumptions_grant_time", ConsumptionLineage.grant_id, ConsumptionLineage.consumed_at)
 Index("ix_usage_dataset_hour", UsageHour.dataset_id, UsageHour.hour)
 Index("ix_usage_agency_hour", UsageHour.agency_id, UsageHour.hour)
+
+
+class GrantKey(Base):
+    """One version of a grant's data key (R8, R12): random, stored only wrapped under the master secret.
+
+    ``epoch`` is ``<grant version>.<rotation period>``: every change of the grant bumps its version, so the
+    first record sealed after a change makes a new key; ``not_after`` is set when a newer key supersedes
+    it; ``wrapped`` is emptied when the key is destroyed (crypto-shredding, ``destroyed_at``).
+    """
+
+    __tablename__ = "grant_keys"
+    kid: Mapped[str] = mapped_column(String(16), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id"), index=True)
+    epoch: Mapped[str] = mapped_column(String(32))
+    wrapped: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    not_before: Mapped[datetime] = mapped_column(default=utcnow)
+    not_after: Mapped[datetime | None] = mapped_column(nullable=True)
+    destroyed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    __table_args__ = (Index("ux_grant_keys_epoch", "grant_id", "epoch", unique=True),)

@@ -88,7 +88,12 @@ def publisher(ctx: BusContext, agency_id: str, key: str, dataset: str) -> Publis
 
 def subscriber(ctx: BusContext, agency_id: str, key: str, grant_id: str) -> Subscriber:
     view = service.grant_schema(ctx, agency(agency_id), grant_id)["schema"]
-    return Subscriber(ctx.bootstrap, agency_id, key, grant_id, view, topic_prefix=ctx.topics.prefix)
+    from bus.grants.keys import grantee_keys
+
+    def keys() -> dict[str, bytes]:  # what GET /v1/grants/{id}/keys hands the grantee (tested in test_sealed*)
+        return {k.kid: k.key for k in grantee_keys(ctx, grant_id)}
+
+    return Subscriber(ctx.bootstrap, agency_id, key, grant_id, view, topic_prefix=ctx.topics.prefix, keys=keys)
 
 
 def receive(sub: Subscriber, n: int, timeout: float = 15.0) -> list[Delivery]:
@@ -127,28 +132,26 @@ def raw_ingress(
     record_id: str | None = None,
     version: str = "1",
     key: bytes | None = None,
+    meta: bytes | None = None,
 ) -> str:
-    """Produce one record to ``ingress.<dataset>`` by hand, signed with ``signing_key``'s secret."""
+    """Produce one record to ``ingress.<dataset>`` by hand, sealed as ``publisher`` with ``signing_key``'s
+    ingress key (a forger passes another agency's key). ``version`` may be anything (a poison header);
+    ``meta`` replaces the ``bus-meta`` header as produced (None: the well-formed one)."""
+    from bus.exchange import keyring
+    from bus.exchange.envelope import META_HEADER, Meta, Sealer
     from bus.exchange.kafka import new_producer
     from bus.exchange.record_ids import new_record_id
-    from bus.exchange.signing import sign_record
     from bus.keys import signing_secret_for
+    from bus.vocab import TopicKind
 
     rid = record_id or new_record_id()
-    sig = sign_record(signing_secret_for(signing_key), key, value, rid, publisher, dataset, version)
+    sealer = Sealer(keyring.INGRESS_KID, keyring.ingress_key(signing_secret_for(signing_key)))
+    if meta is None:
+        meta = Meta(rid, publisher, dataset, int(version) if version.isdigit() and 0 < int(version) < 2**31 else 1,
+                    kid=sealer.kid).pack()
+    sealed = sealer.seal(TopicKind.INGRESS, dataset, meta, key, value)
     producer = new_producer(ctx.bootstrap, **{"message.max.bytes": 5_000_000})
-    producer.produce(
-        ctx.topics.ingress(dataset),
-        value,
-        key,
-        headers=[
-            ("bus-record-id", rid.encode()),
-            ("bus-publisher", publisher.encode()),
-            ("bus-dataset", dataset.encode()),
-            ("bus-schema-version", version.encode()),
-            ("bus-signature", sig.encode()),
-        ],
-    )
+    producer.produce(ctx.topics.ingress(dataset), sealed, key, headers=[(META_HEADER, meta)])
     assert producer.flush(10) == 0
     return rid
 
@@ -173,4 +176,33 @@ def read_topic(ctx: BusContext, topic: str, n: int, timeout: float = 15.0) -> li
 
 
 def headers_of(msg: Any) -> dict[str, str]:
-    return {k: (v or b"").decode() for k, v in (msg.headers() or ())}
+    """A consumed bus message's headers by the contract's names (the compact ``bus-meta`` unpacked)."""
+    from bus.exchange.envelope import META_HEADER, Meta
+
+    out = {k: (v or b"").decode("utf-8", "replace") for k, v in (msg.headers() or ()) if k != META_HEADER}
+    raw = dict(msg.headers() or ()).get(META_HEADER)
+    if raw:
+        out.update(Meta.unpack(raw).contract_headers())
+    return out
+
+
+def opened(ctx: BusContext, grant_id: str, msgs: list[Any]) -> list[Any]:
+    """The records of ``msgs`` (from ``deliver.<grant>``) opened with the grant's keys (``Opened``)."""
+    from bus.exchange.delivered import open_delivered
+    from bus.grants.keys import GrantKeys
+
+    out, _ = open_delivered(GrantKeys(ctx), grant_id, msgs)
+    return out
+
+
+def open_as_publisher(signing_key: str, dataset: str, msg: Any) -> bytes:
+    """The value of a record on ``ingress.*`` or ``rejected.*`` as its publisher opens it (its own key)."""
+    from bus.exchange import keyring
+    from bus.exchange.envelope import META_HEADER, Meta, Sealer
+    from bus.keys import signing_secret_for
+    from bus.vocab import TopicKind
+
+    sealer = Sealer(keyring.INGRESS_KID, keyring.ingress_key(signing_secret_for(signing_key)))
+    raw = dict(msg.headers() or ()).get(META_HEADER) or b""
+    Meta.unpack(raw)
+    return sealer.open(TopicKind.INGRESS, dataset, raw, msg.value())[1]

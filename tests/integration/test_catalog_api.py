@@ -18,6 +18,7 @@ from bus.catalog import events, overlap
 from bus.context import BusContext
 from bus.errors import RecollectionOverlap
 from bus.exchange.kafka import assign_from_committed, new_consumer
+from bus.exchange.keyring import signing_secret_of
 from bus.gateway.app import create_app
 from bus.keys import hash_key, signing_secret_for
 from bus.schemas import load_schema
@@ -125,7 +126,9 @@ def test_r14_agency_gets_a_key_once_stored_only_as_a_hash(bus: Bus, ctx: BusCont
             and row.key_hash == hash_key(key)
             and key not in (row.key_hash, row.signing_secret)
         )
-        assert row.signing_secret == signing_secret_for(key).hex()
+        # stored wrapped under the bus's master secret (sealed records), never the secret itself
+        assert signing_secret_for(key).hex() not in row.signing_secret
+        assert signing_secret_of(ctx.master_secret, row.id, row.signing_secret) == signing_secret_for(key)
     shown = bus.call("admin", "GET", "/v1/agencies/tax").json()
     assert "api_key" not in shown and shown["key_prefix"] == key[:10]
     assert bus.call("tax", "GET", "/v1/agencies/tax").status_code == 200  # the key works

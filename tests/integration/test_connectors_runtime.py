@@ -138,10 +138,22 @@ def dead_letters(ctx: BusContext, n: int) -> list[dict[str, str]]:
 
     poll_until(more, timeout=10, interval=0, what=f"{n} dead letters")
     consumer.close()
-    return [
-        {k: (v or b"").decode() for k, v in m.headers()} | {"value": m.value().decode("utf-8", "replace")}
-        for m in got
-    ]
+    return [_open_dead_letter(ctx, m) for m in got]
+
+
+def _open_dead_letter(ctx: BusContext, m) -> dict[str, str]:
+    """A dead letter as an admin reads it: sealed under the bus's dead-letter key (R12), opened here."""
+    from bus.exchange import keyring
+    from bus.exchange.envelope import META_HEADER, Meta, Sealer
+    from bus.vocab import TopicKind
+
+    headers = dict(m.headers())
+    meta = Meta.unpack(headers[META_HEADER])
+    sealer = Sealer(meta.kid, keyring.deadletter_key(ctx.master_secret))
+    _, value = sealer.open(TopicKind.DEADLETTER, meta.dataset, headers[META_HEADER], m.value())
+    assert value not in m.value()  # sealed on the broker: the record is not in its bytes
+    return {k: (v or b"").decode() for k, v in m.headers() if k != META_HEADER} | {
+        "value": value.decode("utf-8", "replace")}
 
 
 @sqlite_store

@@ -1,5 +1,5 @@
-"""Scale-out (docker-compose runs router replicas with ``--group bus.router``): workers that *subscribe* as
-one Kafka consumer group share a dataset's partitions, pick up topics created after they started, and
+"""Scale-out (docker-compose runs pipeline replicas with ``--group bus.pipeline``): pipelines that *subscribe*
+as one Kafka consumer group share the ingress partitions, pick up topics created after they started, and
 together deliver every record (R14: nothing lost when the work is spread)."""
 
 from __future__ import annotations
@@ -7,24 +7,22 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from bus.exchange.router import Router
-from bus.exchange.validator import Validator
+from bus.exchange.pipeline import Pipeline
 from tests.helpers import licence_record, poll_until
 from tests.integration.dataplane_helpers import market_and_psb, publisher, receive, subscriber
 
 N = 400
 
 
-def test_r14_router_replicas_in_one_group_share_new_topics_and_deliver_everything(
+def test_r14_pipeline_replicas_in_one_group_share_new_topics_and_deliver_everything(
     ctx, agency_factory, dataset_factory
 ) -> None:
-    group = f"{ctx.topics.prefix}bus.router"
-    validator = Validator(ctx)
-    # as in docker-compose: the bus's own router (BUS_WORKER_GROUP_MODE) next to a `--group` replica
+    group = f"{ctx.topics.prefix}bus.pipeline"
+    # as in docker-compose: the bus's own pipeline (BUS_WORKER_GROUP_MODE) next to a `--group` replica
     in_bus = dataclasses.replace(ctx, settings=ctx.settings.model_copy(update={"worker_group_mode": True}))
-    routers = [Router(in_bus), Router(ctx, group=group)]
+    routers = [Pipeline(in_bus), Pipeline(ctx, group=group)]
     assert routers[0].group_id == group and all(r.group_mode for r in routers)
-    for w in (validator, *routers):
+    for w in routers:
         w.start()
     try:
         # the dataset, its topics and the grant come after the replicas joined: they must find them
@@ -39,19 +37,17 @@ def test_r14_router_replicas_in_one_group_share_new_topics_and_deliver_everythin
         assert all(r.delivered > 0 for r in routers), "both replicas took a share of the partitions"
         assert sum(r.delivered for r in routers) < 2 * N, "partitions are shared, not each routed twice"
     finally:
-        for w in (*routers, validator):
+        for w in routers:
             w.stop()
 
 
 def test_r14_a_replica_joining_mid_stream_rebalances_without_losing_records_or_a_worker(
     ctx, agency_factory, dataset_factory
 ) -> None:
-    """A second router joining under load revokes partitions from the first while it works; the first
+    """A second pipeline joining under load revokes partitions from the first while it works; the first
     must survive the rebalance (its commit for a revoked partition is refused) and nothing is lost."""
-    group = f"{ctx.topics.prefix}bus.router"
-    validator = Validator(ctx)
-    first, second = Router(ctx, group=group), Router(ctx, group=group)
-    validator.start()
+    group = f"{ctx.topics.prefix}bus.pipeline"
+    first, second = Pipeline(ctx, group=group), Pipeline(ctx, group=group)
     first.start()
     try:
         market, market_key, psb, psb_key, ds, g = market_and_psb(ctx, agency_factory, dataset_factory)
@@ -69,7 +65,7 @@ def test_r14_a_replica_joining_mid_stream_rebalances_without_losing_records_or_a
                 pub.flush()
 
             publish(50)
-            poll_until(lambda: drain(), timeout=60, what="the first router delivering")
+            poll_until(lambda: drain(), timeout=60, what="the first pipeline delivering")
             second.start()  # joins mid-stream: a rebalance while the first works
             deadline = time.monotonic() + 60
             while (second.delivered == 0 or len(ids) < N) and time.monotonic() < deadline:
@@ -79,5 +75,5 @@ def test_r14_a_replica_joining_mid_stream_rebalances_without_losing_records_or_a
         assert second.delivered > 0, "the replica that joined took a share"
         assert first.alive() and second.alive(), "a rebalance must not stop a worker"
     finally:
-        for w in (second, first, validator):
+        for w in (second, first):
             w.stop()

@@ -1,6 +1,6 @@
 """Scaling out on one machine (issue 13, item 5; R14): ``databus up --no-workers`` writes
-``<data-dir>/bus.env``; a standalone ``databus worker router`` started from it delivers the README's
-walk-through, run as printed."""
+``<data-dir>/bus.env``; a standalone ``databus worker pipeline`` starts from it, and the README's
+walk-through runs as printed against that bus."""
 
 from __future__ import annotations
 
@@ -27,13 +27,13 @@ def _stop(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-def test_r14_standalone_router_from_bus_env_delivers(tmp_path: Path) -> None:
+def test_r14_standalone_pipeline_from_bus_env_delivers(tmp_path: Path) -> None:
     data_dir, port = tmp_path / "data", free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUS_")}
     env.update(PATH=f"{BIN}:{env.get('PATH', '')}", XDG_STATE_HOME=str(tmp_path / "state"), COLUMNS="200")
     argv = [str(BIN / "databus"), "up", "--no-workers", "--port", str(port), "--data-dir", str(data_dir)]
     up = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    router: subprocess.Popen[str] | None = None
+    pipeline: subprocess.Popen[str] | None = None
     try:
         env_file = data_dir / "bus.env"
         poll_until(lambda: env_file.exists(), timeout=60, what="bus.env written")
@@ -41,8 +41,9 @@ def test_r14_standalone_router_from_bus_env_delivers(tmp_path: Path) -> None:
         text = env_file.read_text()
         for name in ("BUS_KAFKA_BOOTSTRAP", "BUS_REDIS_URL", "BUS_DATA_DIR", "BUS_KAFKA_PROFILE=embedded"):
             assert name in text
-        router = subprocess.Popen(
-            ["bash", "-c", f"set -a; . {env_file}; set +a; exec databus worker router --group bus.router"],
+        join = f"set -a; . {env_file}; set +a; exec databus worker pipeline --group bus.pipeline"
+        pipeline = subprocess.Popen(
+            ["bash", "-c", join],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         url = f"http://127.0.0.1:{port}"
@@ -56,8 +57,8 @@ def test_r14_standalone_router_from_bus_env_delivers(tmp_path: Path) -> None:
         got = [json.loads(x[x.index('{"record_id"'):]) for x in lines]
         assert [r["value"]["licence_no"] for r in got] == ["LIC00000001", "LIC00000002"]
     finally:
-        if router is not None:
-            out = _stop(router)
-            assert "router started (group bus.router, subscribe mode)" in out, out
+        if pipeline is not None:
+            out = _stop(pipeline)
+            assert "pipeline started (group bus.pipeline, subscribe mode)" in out, out
         _stop(up)
     assert not (data_dir / "bus.env").exists()  # removed when the bus stops

@@ -17,13 +17,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from bus.client import Publisher, Subscriber
 from bus.errors import BusError
-from bus.exchange.kafka import consumer_config, partitions_of, text_headers
+from bus.exchange.kafka import consumer_config, partitions_of
 from bus.gateway.plane import Plane
 from bus.gateway.routes_subscribe import GrantReader
 from bus.grants import service
 from bus.vocab import Header
 from tests.helpers import licence_record, poll_until
-from tests.integration.dataplane_helpers import agency, api, grant_body, receive
+from tests.integration.dataplane_helpers import agency, api, grant_body, headers_of, receive
 
 
 @pytest.fixture
@@ -182,7 +182,7 @@ def _positions_in(ctx, topic: str, n: int) -> dict[str, tuple[int, int]]:
         def more() -> bool:
             for m in consumer.consume(1000, 0.2):
                 if m.error() is None:
-                    found[text_headers(m)[Header.RECORD_ID]] = (m.partition(), m.offset())
+                    found[headers_of(m)[Header.RECORD_ID]] = (m.partition(), m.offset())
             return len(found) >= n
 
         poll_until(more, what=f"{n} records in {topic}")

@@ -9,7 +9,7 @@ from bus.exchange.policy_events import announce
 from bus.grants import service
 from bus.store.models import Agency
 from tests.helpers import licence_record, poll_until
-from tests.integration.dataplane_helpers import agency, grant, publisher, read_topic
+from tests.integration.dataplane_helpers import agency, grant, headers_of, publisher, read_topic
 
 FIELDS = ["licence_no", "status"]
 
@@ -99,7 +99,7 @@ def test_r15_suspending_the_consumer_agency_stops_delivery_within_one_second_and
         pub.flush()
     poll_until(
         lambda: any(
-            dict(m.headers())["bus-record-id"].decode() == resumed_id
+            headers_of(m)["bus-record-id"] == resumed_id
             for m in read_topic(ctx, ctx.topics.deliver(suspended["id"]), len(during) + 1, timeout=0.5)
         ),
         timeout=15,

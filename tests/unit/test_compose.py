@@ -47,7 +47,7 @@ def test_bus_is_wired_to_each_part_through_its_settings_variables() -> None:
     deps = services["bus"]["depends_on"]
     for part in ("kafka", "redis", "postgres"):
         assert deps[part]["condition"] == "service_healthy"
-    assert services["router"]["environment"] == env  # scaled-out workers share one configuration
+    assert services["pipeline"]["environment"] == env  # scaled-out workers share one configuration
 
 
 def test_collector_config_in_the_repo_forwards_traces_to_jaeger() -> None:
@@ -67,14 +67,14 @@ def test_bus_image_is_built_from_the_dockerfile_and_runs_databus_up() -> None:
     assert "HEALTHCHECK" in dockerfile and "USER " in dockerfile  # never run as root
 
 
-def test_scaled_out_router_command_is_a_valid_databus_invocation() -> None:
+def test_scaled_out_pipeline_command_is_a_valid_databus_invocation() -> None:
     """The compose file's worker command must parse with the real CLI (a flag missing its value would
     make every replica exit at start)."""
     from typer.testing import CliRunner
 
     from bus.cli import app
 
-    command = _compose()["services"]["router"]["command"]
+    command = _compose()["services"]["pipeline"]["command"]
     assert command[0] == "databus"
     result = CliRunner().invoke(app, [*command[1:], "--help"])
     assert result.exit_code == 0, result.output
@@ -82,17 +82,17 @@ def test_scaled_out_router_command_is_a_valid_databus_invocation() -> None:
     assert group and not group.startswith("-")
 
 
-def test_r14_router_replicas_share_one_consumer_group_with_the_bus_router() -> None:
-    """The bus's in-process router and the replicas must be members of one group: a router that assigns
+def test_r14_pipeline_replicas_share_one_consumer_group_with_the_bus_pipeline() -> None:
+    """The bus's in-process pipeline and the replicas must be members of one group: a pipeline that assigns
     itself every partition next to subscribers would deliver every record twice and its commits would
     fight theirs. So the bus runs its workers in group mode, and the replicas name the group the bus's
-    router derives (``<BUS_TOPIC_PREFIX>bus.router``)."""
+    pipeline derives (``<BUS_TOPIC_PREFIX>bus.pipeline``)."""
     from bus.settings import Settings
 
     services = _compose()["services"]
     env = services["bus"]["environment"]
     assert Settings(worker_group_mode=env["BUS_WORKER_GROUP_MODE"]).worker_group_mode is True
-    command = services["router"]["command"]
+    command = services["pipeline"]["command"]
     prefix = env.get("BUS_TOPIC_PREFIX", "")
-    assert command[command.index("--group") + 1] == f"{prefix}bus.router"
-    assert services["router"]["environment"] == env  # same bus: same prefix, keys, store
+    assert command[command.index("--group") + 1] == f"{prefix}bus.pipeline"
+    assert services["pipeline"]["environment"] == env  # same bus: same prefix, keys, store

@@ -179,6 +179,8 @@ READABLE = [
     ("active", None, {"grantee_suspended": True}, Suspended),
     ("active", None, {"dataset_suspended": True}, Suspended),
     ("active", None, {"owner_suspended": True}, Suspended),
+    ("active", None, {"dataset_status": "retired"}, GrantNotActive),
+    ("suspended", None, {"dataset_status": "retired"}, Suspended),
 ]
 
 
@@ -189,4 +191,4 @@ def test_r14_only_an_active_unsuspended_unexpired_grant_is_readable(status, unti
     else:
         with pytest.raises(error):
             check_readable(status, until, NOW, **flags)
-    assert deliverable(status, until, NOW, flags=list(flags.values())) == (error is None)
+    assert deliverable(status, until, NOW, **flags) == (error is None)

@@ -9,6 +9,7 @@ from confluent_kafka import Producer
 
 from bus.embedded import free_port
 from bus.gateway.routes_records import _Acks
+from bus.lineage.recorder import position_callback
 
 
 def _producer_to_nowhere(message_timeout_ms: int) -> Producer:
@@ -25,7 +26,8 @@ def test_r14_wait_gives_up_at_its_deadline_when_nothing_is_acknowledged() -> Non
     producer = _producer_to_nowhere(60_000)
     acks = _Acks()
     row: dict = {"partition": None, "offset": None}
-    producer.produce("t", b"v", on_delivery=acks.track(row))
+    producer.produce("t", b"v", on_delivery=position_callback(row, acks))
+    acks.expect(1)
     assert acks.wait(producer, 0.2) is False
     assert acks.failed == 0 and row["partition"] is None
     producer.purge()
@@ -37,7 +39,8 @@ def test_r14_records_the_broker_never_took_are_counted_failed_with_the_reason() 
     acks = _Acks()
     rows = [{"partition": None, "offset": None} for _ in range(3)]
     for row in rows:
-        producer.produce("t", b"v", on_delivery=acks.track(row))
+        producer.produce("t", b"v", on_delivery=position_callback(row, acks))
+    acks.expect(3)
     assert acks.wait(producer, 10) is True  # every report came back: all three failed
     assert acks.failed == 3 and acks.error and "timed out" in acks.error.lower()
     assert all(r["partition"] is None and r["offset"] is None for r in rows)

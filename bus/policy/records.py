@@ -1,11 +1,13 @@
-"""Admission rules shared by the validator (SDK records) and the HTTP publish path (R1, R13, R14, R15).
+"""What a record must be to enter the bus (R1, R13, R14, R15): admission, size, exact Avro decoding.
 
-Pure functions over a `PolicySnapshot`; the callers do the I/O.
+Pure functions over a ``PolicySnapshot``, called by the one batch decision (``bus.policy.batch``) for the
+Kafka pipeline and HTTP publishing alike, and by the SDK to check a record before sending it.
 """
 
 from __future__ import annotations
 
 import io
+import threading
 from typing import Any, cast
 
 import fastavro
@@ -20,8 +22,23 @@ from bus.errors import (
     RecordTooLarge,
     Suspended,
 )
-from bus.exchange.policy_cache import PolicySnapshot
+from bus.policy.projection import strip_logical_types
+from bus.policy.snapshot import PolicySnapshot
 from bus.vocab import DatasetStatus
+
+_parsed: dict[tuple[str, int], Any] = {}
+_parsed_lock = threading.Lock()
+
+
+def parsed_schema(dataset_id: str, version: int, schema: dict[str, Any]) -> Any:
+    """The fastavro-parsed data-path schema (logical types stripped) of one immutable schema version."""
+    key = (dataset_id, version)
+    found = _parsed.get(key)
+    if found is None:
+        found = fastavro.parse_schema(strip_logical_types(schema), named_schemas={})
+        with _parsed_lock:
+            _parsed[key] = found
+    return found
 
 
 def admission(snap: PolicySnapshot, dataset_id: str, publisher_id: str) -> BusError | None:
