@@ -56,6 +56,12 @@ class RequestInvalid(BusError, ValueError):
     code, status, title = "request.invalid", 422, "Invalid request"
 
 
+class RequestTooLarge(RequestInvalid):
+    """R14: a request body over ``BUS_MAX_REQUEST_BYTES``, refused before it is parsed."""
+
+    code, status, title = "request.too_large", 413, "Request body too large"
+
+
 class NotFound(BusError, LookupError):
     code, status, title = "not_found", 404, "Not found"
 
@@ -231,6 +237,13 @@ class RecordUnauthenticated(RecordError):
 # --- infrastructure --------------------------------------------------------------------------------
 class Unavailable(BusError):
     code, status, title = "unavailable", 503, "A part of the bus is unavailable"
+
+
+class CursorStale(Conflict):
+    """R14: a cursor points past the end of its topic (the broker lost records); ``start`` is where to
+    resume instead of silently skipping what comes next."""
+
+    code, title = "cursor.stale", "Cursor is past the end of the topic"
 
 
 class ConfigError(BusError):

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
         description="master secret for record signatures and pseudonyms (else <data-dir>/bus.key)",
     )
     max_record_bytes: int = Field(default=1_000_000, description="largest accepted record value")
+    max_request_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        description="largest accepted HTTP request body; larger ones are refused with request.too_large "
+        "(413) before they are parsed",
+    )
     kafka_profile: str = Field(
         default="auto",
         description="'embedded' (short sessions, fast fetch) or 'cluster'; 'auto' picks embedded when no "

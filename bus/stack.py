@@ -8,12 +8,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import socket
 import threading
 from pathlib import Path
 from typing import Any, Protocol
 
 from bus.context import BusContext
-from bus.embedded import EmbeddedKafka, EmbeddedRedis, free_port, wait_until
+from bus.embedded import EmbeddedError, EmbeddedKafka, EmbeddedRedis, free_port, wait_until
 from bus.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ WORKERS = [
     "bus.exchange.receipts:make_worker",
     "bus.connectors_runtime:make_worker",
     "bus.lineage.retention:make_worker",
+    "bus.exchange.broker_identity:make_worker",  # reports a broker that lost its topics (issue 13)
 ]
 
 
@@ -45,6 +47,19 @@ def load_worker(spec: str, ctx: BusContext) -> Worker:
     module = importlib.import_module(module_name)
     worker: Worker = getattr(module, func)(ctx)
     return worker
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail at once naming the port, instead of waiting 15 s and blaming the gateway (issue 13)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise EmbeddedError(
+                f"port {port} on {host} is in use ({exc.strerror}): stop what listens there or pick "
+                "another with --port"
+            ) from None
 
 
 class Stack:
@@ -69,6 +84,8 @@ class Stack:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> Stack:
+        if self.with_gateway:
+            _check_port_free(self.host, self.port)  # at once, before the broker and Redis start
         data_dir = Path(self.settings.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -127,6 +144,10 @@ class Stack:
                 worker.stop()
         self.workers.clear()
         if self.ctx is not None:
+            if self.kafka is not None:  # the embedded broker goes with us, on purpose: not a loss
+                from bus.exchange.broker_identity import forget
+
+                forget(self.ctx)
             if self.tracing is not None:
                 self.tracing.stop()  # flushes the last spans while the store is still open
                 self.tracing = None

@@ -136,6 +136,7 @@ class IncidentKind(StrEnum):
     BAD_SIGNATURE_BURST = "bad_signature_burst"
     REFUSAL_SPIKE = "refusal_spike"
     FORGED_DELIVERY = "forged_delivery"  # records on a deliver.<grant> topic that the bus did not seal there
+    BROKER_LOST = "broker_lost"  # the broker came back without its topics (bus.exchange.broker_identity)
 
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -44,16 +45,22 @@ class Api:
         try:
             resp = self.client.request(method, path, **kw)
         except httpx.HTTPError as exc:
-            err_console.print(f"[red]cannot reach the gateway at {self.url}:[/] {exc}")
+            err_console.print(f"[red]cannot reach the gateway at {escape(self.url)}:[/] {escape(str(exc))}")
             raise typer.Exit(3) from None
         if resp.status_code >= 400:
             try:
                 body = resp.json()
             except ValueError:
                 body = {"status": resp.status_code, "detail": resp.text}
-            err_console.print(f"[red]{body.get('code', resp.status_code)}[/]: {body.get('detail', '')}")
+            print_problem(body.get("code", resp.status_code), body.get("detail", ""))
             raise typer.Exit(1)
         return resp.json() if resp.content else None
+
+
+def print_problem(code: object, detail: object) -> None:
+    """An error from the gateway on stderr, its text exactly as sent: a pattern like ``^[a-z0-9-]+$``
+    in a detail is not Rich markup (it was printed mangled, issue 13)."""
+    err_console.print(f"[red]{escape(str(code))}[/]: {escape(str(detail))}", highlight=False)
 
 
 def given(**options: Any) -> dict[str, Any]:

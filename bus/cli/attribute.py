@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from bus.cli._http import Api, JsonOpt, KeyOpt, UrlOpt, console, emit, err_console, table_of
 
@@ -28,7 +29,7 @@ def attribute(
     else:
         path = Path(file)
         if not path.is_file():
-            err_console.print(f"[red]no such file:[/] {file}")
+            err_console.print(f"[red]no such file:[/] {escape(str(file))}")
             raise typer.Exit(2)
         raw = path.read_bytes()
     if original:

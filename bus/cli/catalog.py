@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 import yaml
+from rich.markup import escape
 
 from bus.cli._http import Api, JsonOpt, KeyOpt, UrlOpt, console, emit, err_console, given, table_of
 
@@ -20,14 +21,13 @@ def _read(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        err_console.print(f"[red]cannot read {path}:[/] {exc}")
+        err_console.print(f"[red]cannot read {escape(str(path))}:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     try:
         return json.loads(text) if path.suffix in (".json", ".avsc") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        err_console.print(
-            f"[red]{path} is not valid {'JSON' if path.suffix in ('.json', '.avsc') else 'YAML'}:[/] {exc}"
-        )
+        kind = "JSON" if path.suffix in (".json", ".avsc") else "YAML"
+        err_console.print(f"[red]{escape(str(path))} is not valid {kind}:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -68,6 +68,23 @@ def _show(d: dict[str, Any]) -> None:
         console.print(
             f"  ({schema['redacted_fields']} personal/sensitive fields not shown: entry is not shared)"
         )
+
+
+def _sharing_of(value: Any) -> dict[str, Any]:
+    """The entry's ``sharing``: a mapping, or just the attribute (``sharing: unconditional`` in a YAML
+    entry crashed the command with a traceback, issue 13)."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return {"attribute": value}
+    if isinstance(value, dict):
+        return dict(value)
+    err_console.print(
+        "the entry's 'sharing' must be an attribute (unconditional, conditional, none) or a mapping "
+        "with 'attribute', 'reason', 'legal_basis', 'shareable_fields', 'eligible_agencies'",
+        markup=False,
+    )
+    raise typer.Exit(2)
 
 
 @app.command("add")
@@ -115,7 +132,7 @@ def add(
         body["tags"] = tag
     if schema is not None:
         body["schema"] = _read(schema)
-    share = dict(body.get("sharing") or {})
+    share = _sharing_of(body.get("sharing"))
     for k, v in (("attribute", sharing), ("reason", reason), ("legal_basis", legal_basis)):
         if v is not None:
             share[k] = v

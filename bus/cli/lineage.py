@@ -140,8 +140,28 @@ def graph_tree(graph: dict[str, Any]) -> Tree:
     return tree
 
 
+def _undelivered(api: Api, since: str | None, dataset: str | None, limit: int, as_json: bool) -> None:
+    """``databus lineage undelivered --since T``: accepted records with no delivery evidence."""
+    if not since:
+        err_console.print("lineage undelivered needs --since TIME (ISO 8601), e.g. the loss's detected_at",
+                          markup=False)
+        raise typer.Exit(2)
+    params: dict[str, Any] = {"since": since, "limit": limit, **({"dataset": dataset} if dataset else {})}
+    out = api.call("GET", "/v1/lineage/undelivered", params=params)
+    if as_json:
+        emit(out, True)
+        return
+    for r in out["records"]:
+        sys.stdout.write(f"{r['record_id']}\t{r['dataset']}\t{r['publisher']}\t{r['published_at']}\n")
+    more = "" if out["complete"] else f" (the first {limit}; raise --limit for more)"
+    err_console.print(f"{out['count']} record(s) accepted since {out['since']} without delivery{more}",
+                      markup=False)
+
+
 def lineage(
-    record_id: str | None = typer.Argument(None, help="the bus-record-id of a record"),
+    record_id: str | None = typer.Argument(
+        None, help="the bus-record-id of a record, or 'undelivered' (with --since)"
+    ),
     dataset: str | None = typer.Option(
         None, "--dataset", help="show the lineage graph of this dataset instead"
     ),
@@ -150,11 +170,22 @@ def lineage(
     ),
     since: str | None = typer.Option(None, "--from", help="with --dataset: from this ISO 8601 time"),
     until: str | None = typer.Option(None, "--to", help="with --dataset: before this ISO 8601 time"),
+    undelivered_since: str | None = typer.Option(
+        None, "--since", help="with 'undelivered': records accepted at or after this ISO 8601 time"
+    ),
+    limit: int = typer.Option(1000, "--limit", min=1, max=100_000, help="with 'undelivered': at most"),
     url: str | None = UrlOpt,
     key: str | None = KeyOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Where a record came from, what was decided, which grants delivered it and who consumed it."""
+    """Where a record came from, what was decided, which grants delivered it and who consumed it.
+
+    ``databus lineage undelivered --since T [--dataset ID]`` lists the records accepted since T that no
+    grant delivered (one line each: record id, dataset, publisher, time): after a broker loss, what to
+    re-send."""
+    if record_id == "undelivered":
+        _undelivered(Api(url, key), undelivered_since, dataset, limit, as_json)
+        return
     if (record_id is None) == (dataset is None):
         err_console.print("give a RECORD_ID or --dataset ID (one of the two)")
         raise typer.Exit(2)

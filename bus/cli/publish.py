@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from bus.cli._http import Api, JsonOpt, KeyOpt, UrlOpt, console, emit, err_console
 
@@ -60,7 +61,8 @@ def publish(
     else:
         console.print(f"[green]{totals['accepted']} accepted[/], {len(totals['rejected'])} refused")
         for r in totals["rejected"]:
-            err_console.print(f"  line {r['line']}: [red]{r['code']}[/] {r['detail']}")
+            code, detail = escape(str(r["code"])), escape(str(r["detail"]))
+            err_console.print(f"  line {r['line']}: [red]{code}[/] {detail}")
     if totals["rejected"]:
         raise typer.Exit(1)
 
@@ -69,7 +71,7 @@ def _open(path: Path) -> Any:
     try:
         return path.open(encoding="utf-8")
     except OSError as exc:
-        err_console.print(f"[red]cannot read {path}:[/] {exc}")
+        err_console.print(f"[red]cannot read {escape(str(path))}:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from bus import __version__
 from bus.context import BusContext
 from bus.gateway import health, problems
-from bus.gateway.guards import RejectNul
+from bus.gateway.guards import BodyLimit, RejectNul
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def create_app(ctx: BusContext) -> FastAPI:
     app.state.ctx = ctx
     problems.install(app)
     app.add_middleware(RejectNul)
+    app.add_middleware(BodyLimit, limit=ctx.settings.max_request_bytes)  # outermost: before any parsing
     from bus.lineage.tracing import instrument_app
 
     instrument_app(app)  # HTTP server spans (opentelemetry-instrumentation-fastapi)

@@ -26,6 +26,18 @@ def _loc(loc: tuple[object, ...] | list[object]) -> str:
     return ".".join(parts) or "body"
 
 
+def _content_type_hint(request: Request, exc: RequestValidationError) -> str | None:
+    """A JSON body sent without ``Content-Type: application/json`` (``curl -d`` sends a form type) is
+    not parsed, and the bare "Field required" that follows did not say why (issue 13)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json" or content_type.endswith("+json"):
+        return None
+    if not any(e.get("loc", ())[:1] == ("body",) for e in exc.errors()):
+        return None
+    sent = f"Content-Type {content_type!r}" if content_type else "no Content-Type"
+    return f"the body must be JSON sent with 'Content-Type: application/json' (this request had {sent})"
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(BusError)
     async def _bus_error(request: Request, exc: BusError) -> JSONResponse:
@@ -35,6 +47,9 @@ def install(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"field": _loc(e.get("loc", ())), "message": e.get("msg", "")} for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        hint = _content_type_hint(request, exc)
+        if hint:
+            detail = f"{hint} ({detail})" if detail else hint
         err = BusError(detail or "invalid request", code="request.invalid", errors=errors)
         err.status, err.title = 422, "Invalid request"
         return problem_response(err, request)

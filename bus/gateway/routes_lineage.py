@@ -51,6 +51,24 @@ def _graph(
 
 
 @router.get(
+    "/undelivered",
+    summary="Records accepted since a time with no delivery evidence (what to re-send after a broker loss)",
+)
+def undelivered(
+    request: Request,
+    since: datetime = Query(..., description="accepted at or after this time (ISO 8601)"),
+    until: datetime | None = Query(None, description="before this time (ISO 8601, exclusive)"),
+    dataset: str | None = Query(None, min_length=1, max_length=64),
+    limit: int = Query(1000, ge=1, le=100_000),
+    principal: Principal = Depends(require(Role.AUDITOR)),
+) -> dict[str, Any]:
+    start = since if since.tzinfo is not None else since.replace(tzinfo=UTC)
+    with ctx_of(request).store.session() as s:
+        rows = queries.undelivered(s, start, _utc(until), dataset, limit)
+    return {"since": start.isoformat(), "records": rows, "count": len(rows), "complete": len(rows) < limit}
+
+
+@router.get(
     "/datasets/{dataset_id}",
     summary="Graph of publishers, the dataset, grants, consumers, connectors and derived datasets",
 )

@@ -32,6 +32,7 @@ from bus.errors import (
     Suspended,
     Unavailable,
 )
+from bus.exchange import broker_identity
 from bus.exchange.emit import Evidence
 from bus.exchange.ledger import PublishBatch
 from bus.exchange.record_ids import new_record_id
@@ -235,6 +236,8 @@ def _idempotent(
         stored = r.get(base)
     except Exception as exc:
         raise Unavailable("Redis does not answer; Idempotency-Key cannot be honoured, retry later") from exc
+    if stored is not None and not _same_broker(ctx, json.loads(stored).get("broker")):
+        stored = None  # answered by a broker that lost its records since: publish again (issue 13)
     if stored is None:
         if not r.set(base + ":lock", "1", nx=True, ex=60):
             raise IdempotencyInProgress(
@@ -242,8 +245,10 @@ def _idempotent(
                 "in a moment to get its answer"
             )
         try:
+            broker = _broker_token(ctx)
             answer = run()
-            r.set(base, json.dumps({"fingerprint": fingerprint, "answer": answer}), ex=IDEMPOTENCY_TTL)
+            r.set(base, json.dumps({"fingerprint": fingerprint, "answer": answer, "broker": broker}),
+                  ex=IDEMPOTENCY_TTL)
             return dict(answer)
         finally:
             r.delete(base + ":lock")
@@ -253,6 +258,22 @@ def _idempotent(
             "this Idempotency-Key was used for different records; use a new key for a new request"
         )
     return {**first["answer"], "replayed": True}
+
+
+def _broker_token(ctx: BusContext) -> str:
+    """The broker identity an answer is bound to (``bus.exchange.broker_identity``)."""
+    try:
+        return broker_identity.bind_token(ctx)
+    except Exception as exc:
+        raise Unavailable("the broker does not answer; nothing was published, retry later") from exc
+
+
+def _same_broker(ctx: BusContext, stored: str | None) -> bool:
+    try:
+        return broker_identity.token_still_valid(ctx, stored)
+    except Exception as exc:
+        raise Unavailable("the broker does not answer; cannot tell whether the first answer's records "
+                          "still exist, retry later with the same Idempotency-Key") from exc
 
 
 def records_of(body: bytes) -> list[Any]:

@@ -35,6 +35,7 @@ from bus.exchange import policy_events
 from bus.exchange.delivered import open_delivered
 from bus.exchange.kafka import consumer_config, partitions_of, position_of
 from bus.gateway.auth import Principal, current_principal
+from bus.gateway.cursors import check_not_past_end
 from bus.gateway.plane import Plane, plane_of
 from bus.grants import service
 from bus.grants.service import Readable
@@ -52,14 +53,34 @@ def encode_cursor(positions: dict[int, int]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+MAX_CURSOR_CHARS = 4000
+MAX_PARTITION = 2**31 - 1  # Kafka partition ids are int32
+MAX_OFFSET = 2**63 - 1  # Kafka offsets are int64
+
+
 def decode_cursor(cursor: str | None) -> dict[int, int]:
+    """The positions of a cursor this gateway returned; anything else is ``request.invalid`` (R14).
+
+    Garbage, negative or out-of-range partitions and offsets are refused instead of being read as
+    "from the start" or reaching librdkafka (which answered 500 for a 22-digit offset)."""
     if not cursor:
         return {}
+    refused = RequestInvalid("the cursor is not one this gateway returned; start without 'after'")
+    if len(cursor) > MAX_CURSOR_CHARS or not cursor.isascii():
+        raise refused
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        return {int(p): int(o) for p, o in (part.split(":") for part in raw.split(",") if part)}
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+        if not raw.isascii():  # int() also reads other scripts' digits
+            raise refused
+        pairs = [part.split(":") for part in raw.split(",")]
+        positions = {int(p): int(o) for p, o in pairs}
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise RequestInvalid("the cursor is not one this gateway returned; start without 'after'") from None
+        raise refused from None
+    if any(
+        not 0 <= p <= MAX_PARTITION or not 0 <= o <= MAX_OFFSET for p, o in positions.items()
+    ) or not all(p.isdigit() and o.isdigit() for p, o in pairs):
+        raise refused
+    return positions
 
 
 # --- reading ---------------------------------------------------------------------------------------------
@@ -214,6 +235,7 @@ def get_records(
             plane.readers.drop_grant(grant_id)
         raise
     cursor = decode_cursor(after)
+    check_not_past_end(plane.ctx, plane.ctx.topics.deliver(grant_id), cursor)  # cursor.stale (409)
     if limit == 0:
         return {"grant": grant_id, "records": [], "next": after or encode_cursor(cursor)}
     pool = plane.readers
@@ -246,7 +268,9 @@ async def stream(
 ) -> StreamingResponse:
     plane = plane_of(request)
     grant = await asyncio.to_thread(readable, plane, principal, grant_id)
-    reader = GrantReader(plane, grant, decode_cursor(after or last_event_id))
+    cursor = decode_cursor(after or last_event_id)
+    await asyncio.to_thread(check_not_past_end, plane.ctx, plane.ctx.topics.deliver(grant_id), cursor)
+    reader = GrantReader(plane, grant, cursor)
 
     async def events() -> AsyncIterator[str]:
         version = await asyncio.to_thread(policy_events.current_version, plane.ctx)

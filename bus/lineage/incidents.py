@@ -49,6 +49,7 @@ SEVERITY: dict[str, Severity] = {  # kind -> severity
     K.SUSPENDED: S.LOW,
     K.BAD_SIGNATURE: S.LOW,
     K.RECORD_REFUSED: S.LOW,
+    K.BROKER_LOST: S.CRITICAL,  # the broker came back without its topics (bus.exchange.broker_identity)
 }
 SEVERITIES = tuple(Severity)  # increasing
 _CODE_KIND = {

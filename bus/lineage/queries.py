@@ -128,3 +128,43 @@ def record_lineage(session: Session, record_id: str) -> dict[str, Any]:
 def grant_deliveries(session: Session, grant_ids: Sequence[str]) -> dict[str, tuple[int, Any, Any]]:
     """Per grant: how many records it delivered, first and last delivery time (attribution, R8)."""
     return {g: (n, first, last) for g, (n, _, first, last) in delivered_per_grant(session, grant_ids).items()}
+
+
+def undelivered(
+    session: Session,
+    since: datetime,
+    until: datetime | None = None,
+    dataset_id: str | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """R14: records the bus accepted since ``since`` with no delivery evidence under any grant, oldest
+    first: after a broker loss, what an operator re-sends (issue 13). A dataset without an active grant
+    has every record here; ``dataset_id`` narrows the list. Delivery evidence is found through its
+    record-id index (``lineage_delivery_keys``)."""
+    from bus.lineage.evidence import id_key
+    from bus.store.models import DeliveryKey
+
+    query = (
+        select(RecordLineage)
+        .where(RecordLineage.outcome == ACCEPTED, RecordLineage.published_at >= since)
+        .order_by(RecordLineage.published_at, RecordLineage.record_id)
+    )
+    if until is not None:
+        query = query.where(RecordLineage.published_at < until)
+    if dataset_id is not None:
+        query = query.where(RecordLineage.dataset_id == dataset_id)
+    out: list[dict[str, Any]] = []
+    offset = 0
+    while len(out) < limit:
+        rows = session.scalars(query.offset(offset).limit(1000)).all()
+        if not rows:
+            break
+        offset += len(rows)
+        keys = {r.record_id: id_key(r.record_id) for r in rows}
+        known = set(session.scalars(select(DeliveryKey.key).where(DeliveryKey.key.in_(set(keys.values())))))
+        out += [
+            {"record_id": r.record_id, "dataset": r.dataset_id, "publisher": r.publisher_id,
+             "published_at": _iso(r.published_at), "partition": r.partition, "offset": r.offset}
+            for r in rows if keys[r.record_id] not in known
+        ]
+    return out[:limit]
