@@ -29,6 +29,7 @@ from bus.exchange.record_ids import is_record_id, new_record_id
 from bus.exchange.signing import Signer
 from bus.lineage import tracing
 from bus.lineage.recorder import position_callback
+from bus.lineage.subjects import record_subjects
 from bus.vocab import Header
 
 VIOLATION_CODES = frozenset(
@@ -277,6 +278,7 @@ class Validator(BatchWorker):
             return
         for dataset_id, publisher, records, ids in self._remember:
             self.guard.remember_batch(dataset_id, publisher, records, ids)
+        record_subjects(self.ctx, self._remember)  # keyed subject index (GET /v1/lineage/subjects)
         self._remember = []
         batch.violations = _group_violations(batch.violations)
         self.ledger.published(batch)

@@ -265,3 +265,19 @@ class UsageHour(Base):
 Index("ix_consumptions_grant_time", ConsumptionLineage.grant_id, ConsumptionLineage.consumed_at)
 Index("ix_usage_dataset_hour", UsageHour.dataset_id, UsageHour.hour)
 Index("ix_usage_agency_hour", UsageHour.agency_id, UsageHour.hour)
+
+
+class SubjectIndex(Base):
+    """Keyed subject values of accepted records (bus.lineage.subjects): HMAC under the master secret,
+    never the raw value; answers ``GET /v1/lineage/subjects`` with the record's lineage."""
+
+    __tablename__ = "subject_index"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[str] = mapped_column(String(64))
+    record_id: Mapped[str] = mapped_column(String(40), index=True)
+    semantic: Mapped[str] = mapped_column(String(128))
+    value_key: Mapped[str] = mapped_column(String(64))
+    indexed_at: Mapped[datetime] = mapped_column(index=True)
+
+
+Index("ix_subject_index_lookup", SubjectIndex.semantic, SubjectIndex.value_key)
