@@ -27,7 +27,7 @@ from bus.client import Publisher, Subscriber
 from bus.embedded import EmbeddedKafka, EmbeddedRedis
 from bus.settings import Settings
 from bus.stack import Stack
-from tests.helpers import ROOT, catalog_entry, licence_record, poll_until
+from tests.helpers import ROOT, catalog_entry, licence_record, licence_schema, poll_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "docs" / "console"
@@ -106,8 +106,13 @@ def make_world(stack: Stack, n: int = 5) -> World:
     keys = {"admin": stack.ctx.admin_key}
     tag = uuid.uuid4().hex[:6]
     with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {keys['admin']}"}) as admin:
-        for name, roles in [("market", ["agency"]), ("psb", ["agency"]), ("tax", ["agency"]),
-                            ("auditor", ["auditor"]), ("reviewer", ["reviewer"])]:
+        for name, roles in [
+            ("market", ["agency"]),
+            ("psb", ["agency"]),
+            ("tax", ["agency"]),
+            ("auditor", ["auditor"]),
+            ("reviewer", ["reviewer"]),
+        ]:
             keys[name] = _agency(admin, name, roles)
     world = World(stack, keys, f"licences-{tag}", {}, [])
     with world.api("market") as market:
@@ -121,14 +126,30 @@ def make_world(stack: Stack, n: int = 5) -> World:
         ("tax", ["licence_no", "credit_code", "status"], "tax-registration"),
     ]:
         with world.api(agency) as client:
-            r = client.post("/v1/grants", json={
-                "dataset": world.dataset, "fields": fields,
-                "scenario": {"code": scenario, "description": f"{scenario} duties"},
-                "legal_basis": "Administrative Licensing Law art. 61",
-                "valid_until": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
-            })
+            r = client.post(
+                "/v1/grants",
+                json={
+                    "dataset": world.dataset,
+                    "fields": fields,
+                    "scenario": {"code": scenario, "description": f"{scenario} duties"},
+                    "legal_basis": "Administrative Licensing Law art. 61",
+                    "valid_until": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
+                },
+            )
             assert r.status_code == 201 and r.json()["status"] == "active", r.text
             world.grants[agency] = r.json()["id"]
+    with world.api("tax") as tax:
+        # R9: a partial copy of market's licences waits for review with its overlap report; a full copy
+        # is refused as re-collection and opens an incident
+        partial = catalog_entry(f"tax-licences-{tag}")
+        assert tax.post("/v1/datasets", json=partial).status_code == 201
+        assert tax.post(f"/v1/datasets/{partial['id']}/submit").json()["overlap"]["kind"] == "partial"
+        schema = licence_schema()
+        schema["fields"] = schema["fields"][:4]
+        full = catalog_entry(f"tax-copy-{tag}", schema)
+        assert tax.post("/v1/datasets", json=full).status_code == 201
+        r = tax.post(f"/v1/datasets/{full['id']}/submit")
+        assert r.status_code == 409 and r.json()["code"] == "recollection.overlap", r.text
     world.records = [licence_record(7000 + i) for i in range(n)]
     with Publisher.from_gateway(stack.url, keys["market"], world.dataset) as pub:
         world.record_ids = [pub.publish(rec) for rec in world.records]
@@ -185,8 +206,10 @@ class Session:
     def __init__(self, browser: Any, world: World, who: str, *, width: int = 1280, height: int = 800) -> None:
         self.world = world
         self.key = world.keys[who]
-        self.context = browser.new_context(viewport={"width": width, "height": height}, locale="en-GB",
-                                           timezone_id="Asia/Shanghai")
+        self.context = browser.new_context(
+            viewport={"width": width, "height": height}, locale="en-GB", timezone_id="Asia/Shanghai"
+        )
+        self.context.set_default_timeout(15_000)
         self.requests: list[str] = []
         self.errors: list[str] = []
         self.page = self.context.new_page()
@@ -202,7 +225,10 @@ class Session:
         return self
 
     def go(self, fragment: str) -> Any:
+        """Open a page of the console and wait until it has its data."""
+        name = fragment.lstrip("#/").split("/")[0].split("?")[0]
         self.page.evaluate("f => { location.hash = f; }", fragment)
+        self.page.wait_for_selector(f"#view[data-ready='{name}']")
         return self.page
 
     def shot(self, name: str) -> Path:

@@ -36,7 +36,9 @@ function may(roles) {
 function showNav() {
   nav.hidden = false;
   for (const a of nav.querySelectorAll("a")) a.hidden = !may(a.dataset.roles.split(" "));
-  document.getElementById("who").textContent = `${me.id} (${me.roles.join(", ")})`;
+  const who = document.getElementById("who");
+  who.textContent = me.id;
+  who.title = `roles: ${me.roles.join(", ")}`;
   document.getElementById("logout").hidden = false;
 }
 
@@ -61,14 +63,17 @@ async function route() {
   if (!may(roles)) {
     clear(view, h("div", { class: "card" }, h("h1", {}, "Not available"),
       h("p", {}, `This page needs one of the roles: ${roles.join(", ")}. Your key has: ${me.roles.join(", ")}.`)));
+    view.dataset.ready = name;
     return;
   }
   clear(view);
+  delete view.dataset.ready;
   try {
     await render(view, arg, me);
   } catch (err) {
     view.append(problem(err));
   }
+  view.dataset.ready = name; // the page has its data (tests and screenshots wait for this)
   view.focus({ preventScroll: true });
 }
 

@@ -41,7 +41,7 @@ function draw(container, graph) {
         "target-arrow-shape": "triangle", width: 2, "line-color": "#8c959f", "target-arrow-color": "#8c959f",
         "text-background-color": "#fff", "text-background-opacity": 1, "text-background-padding": 2 } },
     ],
-    layout: { name: "breadthfirst", directed: true, spacingFactor: 1.15,
+    layout: { name: "breadthfirst", directed: true, spacingFactor: 1.6,
       roots: graph.nodes.filter((n) => n.type === "publisher").map((n) => n.id) },
     wheelSensitivity: 0.3,
   });
