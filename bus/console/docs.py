@@ -22,7 +22,7 @@ from bus.console.security import secure_headers
 from bus.errors import BusError, NotFound
 from bus.lineage.openlineage import GRANT_FACET_PATH
 
-router = APIRouter(tags=["docs"], include_in_schema=True)
+router = APIRouter(tags=["docs"], include_in_schema=False)  # documents, not API operations
 
 
 @lru_cache(maxsize=1)
