@@ -34,26 +34,33 @@ SHOTS = ROOT / "docs" / "console"
 _LOCK = Path("/tmp/databus-console-chromium.lock")
 
 
-def ensure_chromium() -> Path:
-    """``/usr/bin/chromium``, installing Debian's package first when it is missing (as root)."""
+def install_chromium() -> str | None:
+    """Install Debian's Chromium when ``/usr/bin/chromium`` is missing (as root, once, under a lock so two
+    xdist workers never run apt at once); returns why it could not, or None."""
     if CHROMIUM.exists():
-        return CHROMIUM
+        return None
     with open(_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if CHROMIUM.exists():
-            return CHROMIUM
+            return None
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            pytest.fail(
+            return (
                 "the console's browser tests need Debian's Chromium: run `apt-get install -y chromium` "
                 "as root (the tests install it themselves when they run as root)"
             )
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
-            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
             if done.returncode != 0:
-                pytest.fail(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:]}")
-    if not CHROMIUM.exists():
-        pytest.fail("apt-get installed chromium, but /usr/bin/chromium is still missing")
+                return f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr[-2000:]}"
+    return None if CHROMIUM.exists() else "apt-get installed chromium, but /usr/bin/chromium is missing"
+
+
+def ensure_chromium() -> Path:
+    """``/usr/bin/chromium``, installed first when missing; the test fails (never skips) without it."""
+    why = install_chromium()
+    if why is not None:
+        pytest.fail(why)
     return CHROMIUM
 
 
