@@ -91,7 +91,20 @@ async function renderEntry(view, id) {
       ["version", (v) => `v${v.version}`], ["created", (v) => when(v.created_at)]], versions.versions),
     diffs.length ? diffs : h("p", { class: "muted" }, "One version only.")),
     d.overlap ? h("div", { class: "card", id: "overlap" }, h("h2", {}, "Overlap report (R9)"),
-      h("pre", {}, JSON.stringify(d.overlap, null, 2))) : null);
+      overlapView(d.overlap)) : null);
+}
+
+// The R9 overlap report: which fields another agency already shares, and what to request instead.
+export function overlapView(o) {
+  const covered = o.covered_fields || [];
+  const from = (f) => (f.available_from || []).map((a) => `${a.dataset} (${a.owner}) ${a.field}`).join("; ");
+  return h("div", { class: "overlap" },
+    h("p", {}, `Overlap: ${o.kind || "—"}. ${covered.length} fields can already be obtained by sharing`,
+      o.new_fields && o.new_fields.length ? `; new: ${o.new_fields.join(", ")}` : "", "."),
+    covered.length ? table([["field", (f) => h("code", {}, f.field)], ["semantic", (f) => f.semantic || "—"],
+      ["available from", from]], covered) : null,
+    (o.request_instead || []).length ? h("p", {}, "Request instead: ",
+      o.request_instead.map((r) => `${r.dataset} (${r.owner}, ${r.attribute}): ${(r.fields || []).join(", ")}`).join("; ")) : null);
 }
 
 export async function renderQueue(view) {
@@ -120,7 +133,7 @@ function reviewCard(d, reload) {
     });
   };
   const overlap = d.overlap && Object.keys(d.overlap).length
-    ? h("details", {}, h("summary", {}, "Overlap report (R9)"), h("pre", {}, JSON.stringify(d.overlap, null, 2))) : null;
+    ? h("details", {}, h("summary", {}, "Overlap report (R9)"), overlapView(d.overlap)) : null;
   return h("article", { class: "card review", dataset: { dataset: d.id } },
     h("h2", {}, h("a", { href: `#/catalogue/${encodeURIComponent(d.id)}` }, d.title), " ", h("span", { class: "muted" }, `(${d.id})`)),
     h("p", {}, `${d.owner} · ${d.category} · grade ${d.grade} · sharing ${d.sharing.attribute} · submitted `, when(d.submitted_at)),
