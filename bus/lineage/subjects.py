@@ -19,6 +19,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -90,10 +91,17 @@ def normalise(value: Any) -> str:
     return unicodedata.normalize("NFKC", str(value)).strip().upper()
 
 
+@lru_cache(maxsize=256)
+def _sub_key(secret: bytes, semantic: str) -> Any:
+    """A ready HMAC of the semantic's sub-key (copied per value: the key schedule is computed once)."""
+    return hmac.new(derive(secret, LABEL, semantic), digestmod=hashlib.sha256)
+
+
 def semantic_key(secret: bytes, semantic: str, value: Any) -> str:
     """The keyed value of ``value`` on a field of ``semantic``: one sub-key per semantic."""
-    sub = derive(secret, LABEL, semantic)
-    return hmac.new(sub, normalise(value).encode(), hashlib.sha256).hexdigest()
+    mac = _sub_key(secret, semantic).copy()
+    mac.update(normalise(value).encode())
+    return str(mac.hexdigest())
 
 
 def subject_keys(fields: Sequence[FieldSpec], record: dict[str, Any], secret: bytes) -> list[SubjectKey]:
@@ -113,23 +121,52 @@ def subject_keys(fields: Sequence[FieldSpec], record: dict[str, Any], secret: by
     return out
 
 
+_COLUMNS = "dataset_id, record_id, semantic, value_key, indexed_at"
+_DRIVERS = {("sqlite", "pysqlite"): "?", ("postgresql", "psycopg"): "%s"}  # else SQLAlchemy Core
+
+
 def index_batch(session: Session, rows: Sequence[IndexRow]) -> None:
-    """Write one batch of index rows in the caller's transaction (one executemany)."""
+    """Write one batch of index rows in the caller's transaction: one executemany straight through the
+    driver (SQLAlchemy's per-row parameter processing cost 5x the insert), else SQLAlchemy Core."""
     if not rows:
         return
     now = datetime.now(UTC)
-    session.execute(
-        insert(SubjectIndex),
-        [
-            {
-                "dataset_id": r.dataset_id,
-                "record_id": r.record_id,
-                "semantic": r.semantic,
-                "value_key": r.key,
-                "indexed_at": now,
-            }
-            for r in rows
-        ],
+    conn = session.connection()
+    mark = _DRIVERS.get((conn.dialect.name, conn.dialect.driver))
+    if mark is None:
+        session.execute(
+            insert(SubjectIndex),
+            [
+                {
+                    "dataset_id": r.dataset_id,
+                    "record_id": r.record_id,
+                    "semantic": r.semantic,
+                    "value_key": r.key,
+                    "indexed_at": now,
+                }
+                for r in rows
+            ],
+        )
+        return
+    table = SubjectIndex.__tablename__
+    if mark == "?":  # SQLite keeps datetimes as text in SQLAlchemy's format (read back as UTC)
+        at = now.strftime("%Y-%m-%d %H:%M:%S.%f")
+        conn.exec_driver_sql(
+            f"INSERT INTO {table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+            [(r.dataset_id, r.record_id, r.semantic, r.key, at) for r in rows],
+        )
+        return
+    # PostgreSQL: one statement over arrays (an executemany is a round trip per row: 6x slower here)
+    conn.exec_driver_sql(
+        f"INSERT INTO {table} ({_COLUMNS}) SELECT d, r, s, k, %s FROM "
+        "unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[]) AS t(d, r, s, k)",
+        (
+            now,
+            [r.dataset_id for r in rows],
+            [r.record_id for r in rows],
+            [r.semantic for r in rows],
+            [r.key for r in rows],
+        ),
     )
 
 

@@ -274,10 +274,11 @@ class SubjectIndex(Base):
     __tablename__ = "subject_index"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     dataset_id: Mapped[str] = mapped_column(String(64))
-    record_id: Mapped[str] = mapped_column(String(40), index=True)
+    record_id: Mapped[str] = mapped_column(String(40))
     semantic: Mapped[str] = mapped_column(String(128))
     value_key: Mapped[str] = mapped_column(String(64))
     indexed_at: Mapped[datetime] = mapped_column(index=True)
 
 
-Index("ix_subject_index_lookup", SubjectIndex.semantic, SubjectIndex.value_key)
+# (semantic, value_key, id): the lookup filters and takes the newest rows from one index
+Index("ix_subject_index_lookup", SubjectIndex.semantic, SubjectIndex.value_key, SubjectIndex.id)

@@ -28,13 +28,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('subject_index', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_subject_index_indexed_at'), ['indexed_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_subject_index_record_id'), ['record_id'], unique=False)
-        batch_op.create_index('ix_subject_index_lookup', ['semantic', 'value_key'], unique=False)
+        batch_op.create_index('ix_subject_index_lookup', ['semantic', 'value_key', 'id'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('subject_index', schema=None) as batch_op:
         batch_op.drop_index('ix_subject_index_lookup')
-        batch_op.drop_index(batch_op.f('ix_subject_index_record_id'))
         batch_op.drop_index(batch_op.f('ix_subject_index_indexed_at'))
     op.drop_table('subject_index')
