@@ -368,3 +368,28 @@ def test_r15_admin_suspends_and_resumes_a_grant_after_confirming(browser: Any, w
         _on_bus_only(s)
     with world.api("auditor") as api:
         assert api.get(f"/v1/grants/{gid}").json()["status"] == "active"
+
+
+def test_r14_console_works_from_the_keyboard(browser: Any, world: World) -> None:
+    """Habit: sign in and reach a page with the keyboard alone (focus starts in the key field)."""
+    s = Session(browser, world, "auditor")
+    try:
+        page = s.page
+        page.goto(f"{world.url}/console")
+        page.keyboard.type(s.key)
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#view[data-ready]")
+        for _ in range(20):
+            page.keyboard.press("Tab")
+            if page.evaluate("() => document.activeElement.getAttribute('href')") == "#/audit":
+                break
+        else:
+            raise AssertionError("the Audit link is not reachable with Tab")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#view[data-ready='audit']")
+        page.focus("#verify")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#verify-result")
+        _on_bus_only(s)
+    finally:
+        s.close()

@@ -183,3 +183,9 @@ def test_r14_console_files_are_served_with_a_strict_policy_and_nothing_else(
         assert r.status_code == 404, bad
     config = http.get("/console/config.json").json()
     assert set(config) == {"version", "jaeger_url"}
+
+
+def test_r14_console_links_trace_ids_to_jaeger_when_configured(ctx: BusContext) -> None:
+    ctx.settings.jaeger_url = "http://jaeger.internal:16686"
+    http = TestClient(create_app(ctx))
+    assert http.get("/console/config.json").json()["jaeger_url"] == "http://jaeger.internal:16686"
