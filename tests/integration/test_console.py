@@ -393,3 +393,24 @@ def test_r14_console_works_from_the_keyboard(browser: Any, world: World) -> None
         _on_bus_only(s)
     finally:
         s.close()
+
+
+def test_r1_catalogue_filters_by_status_and_searches(browser: Any, world: World) -> None:
+    """R1: the catalogue filters by status (the API's filter) and searches the page's entries by id,
+    title and description; an entry opens with its schema versions."""
+    with Session(browser, world, "reviewer") as s:
+        page = s.go("#/catalogue")
+        page.select_option("select[name=status]", "submitted")
+        page.click("#view form button[type=submit]")
+        page.wait_for_function(
+            "() => { const s = [...document.querySelectorAll('#catalogue-out tbody tr td:nth-child(7)')];"
+            " return s.length > 0 && s.every(td => td.textContent === 'submitted'); }"
+        )
+        page.select_option("select[name=status]", "")
+        page.fill("input[name=q]", "tax-licences-")
+        page.click("#view form button[type=submit]")
+        page.wait_for_function("() => document.querySelectorAll('#catalogue-out tbody tr').length === 1")
+        assert page.locator("#catalogue-out tbody a").inner_text().startswith("tax-licences-")
+        page.locator("#catalogue-out tbody a").click()
+        page.wait_for_selector("#view[data-ready='catalogue'] >> text=Schema versions")
+        _on_bus_only(s)

@@ -5,14 +5,15 @@ import { busy, clear, field, h, idOf, pager, pill, table, when } from "../ui.js"
 
 const LIMIT = 25;
 const OPTIONS = {
-  attribute: ["", "unconditional", "conditional", "not_shared"],
+  attribute: ["", "unconditional", "conditional", "none"],
   grade: ["", "general", "important", "core"],
   category: ["", "basic", "industry", "application"],
   status: ["", "draft", "submitted", "approved", "rejected", "retired"],
 };
 
 function select(name, value) {
-  return h("select", { name }, OPTIONS[name].map((o) => h("option", { value: o, selected: o === value }, o || "any")));
+  return h("select", { name }, OPTIONS[name].map((o) => h("option", { value: o, selected: o === value },
+    o === "none" ? "not shared" : o || "any")));
 }
 
 export async function render(view, arg) {
