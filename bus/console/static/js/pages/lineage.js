@@ -13,6 +13,20 @@ function label(n) {
   return `${n.type === "dataset" ? "dataset " : ""}${n.label || n.dataset || n.agency || n.id}`;
 }
 
+// Left to right: who publishes, the dataset, its grants (and derived datasets), who consumes, sinks.
+const RANK = { publisher: 0, dataset: 1, grant: 2, derived_dataset: 2, consumer: 3 };
+
+function positions(graph) {
+  const rank = (n) => (n.type === "connector" ? (n.direction === "sink" ? 4 : 0) : RANK[n.type] ?? 2);
+  const columns = {};
+  for (const n of graph.nodes) (columns[rank(n)] ||= []).push(n.id);
+  const out = {};
+  for (const [r, ids] of Object.entries(columns)) {
+    ids.forEach((id, i) => { out[id] = { x: Number(r) * 240, y: (i - (ids.length - 1) / 2) * 120 }; });
+  }
+  return out;
+}
+
 function edgeText(e) { return `${e.records} rec · ${fmtBytes(e.bytes)}`; }
 
 function open(n) {
@@ -34,15 +48,14 @@ function draw(container, graph) {
     ],
     style: [
       { selector: "node", style: { label: "data(label)", "background-color": "data(colour)", color: "#1b1f24",
-        "font-size": 11, "text-wrap": "wrap", "text-valign": "bottom", "text-margin-y": 4, width: 26, height: 26 } },
+        "font-size": 11, "text-wrap": "wrap", "text-valign": "bottom", "text-margin-y": 4, width: 26, height: 26, "text-max-width": 200 } },
       { selector: "node[type = 'dataset']", style: { shape: "round-rectangle", width: 40, height: 30 } },
       { selector: "node[type = 'grant']", style: { shape: "diamond" } },
       { selector: "edge", style: { label: "data(label)", "font-size": 10, "curve-style": "bezier",
         "target-arrow-shape": "triangle", width: 2, "line-color": "#8c959f", "target-arrow-color": "#8c959f",
         "text-background-color": "#fff", "text-background-opacity": 1, "text-background-padding": 2 } },
     ],
-    layout: { name: "breadthfirst", directed: true, spacingFactor: 1.6,
-      roots: graph.nodes.filter((n) => n.type === "publisher").map((n) => n.id) },
+    layout: { name: "preset", positions: positions(graph), fit: true, padding: 40 },
     wheelSensitivity: 0.3,
   });
   cy.on("tap", "node", (ev) => open(graph.nodes.find((n) => n.id === ev.target.id())));
