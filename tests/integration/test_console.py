@@ -44,6 +44,7 @@ def test_r14_auditor_opens_a_record_and_sees_each_delivery(browser: Any, world: 
         assert "psb" in text and "tax" in text
         assert "licence-check" in text and "tax-registration" in text
         assert "consumed by psb" in text  # psb acknowledged, tax did not
+        assert "via the SDK" in text
         assert "Published" in text and "accepted" in text
         s.shot("record-trace")
         _on_bus_only(s)

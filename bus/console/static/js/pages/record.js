@@ -9,11 +9,12 @@ function traceLink(traceId) {
   return idOf(traceId, href);
 }
 
+// How it was published, read from its trace: HTTP publishing leaves the gateway's server span
+// (POST .../records); the SDK and source connectors share the signed SDK path.
 function via(spans) {
   const names = (spans || []).map((s) => s.name);
-  if (names.some((n) => n.startsWith("POST") || n.includes("/records"))) return "HTTP";
-  if (names.some((n) => n.includes("connector"))) return "connector";
-  return names.length ? "SDK" : "—";
+  if (names.some((n) => n.startsWith("POST") && n.includes("/records"))) return "HTTP";
+  return names.length ? "the SDK (or a source connector)" : "—";
 }
 
 export function timeline(rec) {
