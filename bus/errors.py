@@ -26,7 +26,7 @@ class BusError(Exception):
 
     def to_problem(self, instance: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "type": f"https://databus.gov/problems/{self.code}",
+            "type": f"/problems/{self.code}",  # relative (RFC 9457 3.1.1); the gateway makes it absolute
             "title": self.title,
             "status": self.status,
             "detail": self.detail,

@@ -70,6 +70,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "BUS_OTEL_EXPORTER_OTLP_ENDPOINT"),
         description="OTLP/HTTP endpoint of an OpenTelemetry Collector",
     )
+    public_url: str | None = Field(
+        default=None,
+        description="the bus's public base URL (https://bus.example.gov): problem `type` URIs and the "
+        "OpenLineage facet `_schemaURL` point under it; unset, they point at the URL each request came to",
+    )
+    jaeger_url: str | None = Field(
+        default=None, description="Jaeger UI base URL: the console links a record's trace id there"
+    )
     lineage_retention_days: int = Field(default=365, description="how long lineage rows are kept")
     stall_seconds: float = Field(
         default=30, gt=0, description="a worker stuck on the same offsets this long makes /healthz answer 503"

@@ -70,6 +70,7 @@ def up(
         assert stack.ctx is not None
         console.print(f"[bold green]databus is up[/]  gateway {stack.url}  (health: {stack.url}/healthz, "
                       f"API docs: {stack.url}/docs)")
+        console.print(f"  console {stack.url}/console (sign in with an API key or the admin key)")
         console.print(f"  broker  {stack.ctx.bootstrap}{' (embedded)' if stack.kafka else ''}")
         console.print(f"  redis   {stack.ctx.redis_url}{' (embedded)' if stack.redis else ''}")
         console.print(f"  store   {stack.ctx.store.engine.url.render_as_string(hide_password=True)}")

@@ -75,6 +75,7 @@ def run_demo(console: Console | None = None, data_dir: Path | None = None) -> in
         try:
             demo = Demo(stack=stack, console=console)
             console.print(f"bus up in {time.monotonic() - started:.1f}s at {stack.url}")
+            console.print(f"console: {stack.url}/console (while the demo runs; `databus up` keeps one)")
             for name in CHAPTERS:
                 importlib.import_module(name).run(demo)
         finally:

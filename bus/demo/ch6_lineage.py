@@ -120,6 +120,7 @@ def run(demo: Demo) -> None:
     assert out is not None
     demo.say(f"\n[bold]databus lineage {record_id}[/] (as the audit office):")
     demo.console.print(record_tree(out))
+    demo.say(f"  in the console: {demo.url}/console#/record/{record_id}")
     delivered = {d["grant"]: d for d in out["deliveries"]}
     demo.expect(
         out["publisher"] == "market" and out["validation"]["outcome"] == "accepted",

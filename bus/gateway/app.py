@@ -30,6 +30,8 @@ ROUTERS = [
     "bus.gateway.routes_lineage",  # record and dataset lineage
     "bus.gateway.routes_usage",  # usage metering
     "bus.gateway.routes_connectors",  # connectors
+    "bus.gateway.routes_subjects",  # who received data about a person or enterprise
+    "bus.console.routes",  # the web console at /console, /problems/{code}, the OpenLineage facet schema
 ]
 
 

@@ -15,10 +15,18 @@ log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 
 
+def public_base(request: Request) -> str:
+    """Where this bus's own documents live: ``BUS_PUBLIC_URL``, else the URL the request came to."""
+    ctx = getattr(request.app.state, "ctx", None)
+    configured = ctx.settings.public_url if ctx is not None else None
+    return (configured or str(request.base_url)).rstrip("/")
+
+
 def problem_response(err: BusError, request: Request) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
-    return JSONResponse(err.to_problem(str(request.url.path)), status_code=err.status, media_type=PROBLEM,
-                        headers=headers)
+    body = err.to_problem(str(request.url.path))
+    body["type"] = f"{public_base(request)}/problems/{err.code}"  # served by bus.console.docs
+    return JSONResponse(body, status_code=err.status, media_type=PROBLEM, headers=headers)
 
 
 def _loc(loc: tuple[object, ...] | list[object]) -> str:

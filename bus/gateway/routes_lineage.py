@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from bus.catalog.requests import no_nul_in_params
 from bus.gateway.auth import Principal, ctx_of, require
+from bus.gateway.problems import public_base
 from bus.lineage import queries
 from bus.lineage.openlineage import graph_events
 from bus.store.models import SchemaVersion
@@ -119,5 +120,6 @@ def dataset_openlineage(
         kafka_namespace=f"kafka://{server}",
         topic_prefix=ctx.topics.prefix,
         schemas=_latest_schemas(request, ids),
+        public_url=public_base(request),
     )
     return {"dataset": dataset_id, "events": events}

@@ -35,7 +35,8 @@ OUTPUT_STATS_FACET = (
 INPUT_STATS_FACET = (
     f"{_FACETS}/1-0-0/InputStatisticsInputDatasetFacet.json#/$defs/InputStatisticsInputDatasetFacet"
 )
-GRANT_FACET = "https://databus.gov/openlineage/facets/1-0-0/DatabusGrantFacet.json"
+GRANT_FACET_PATH = "/openlineage/facets/1-0-0/DatabusGrantFacet.json"  # served by the gateway
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"  # `databus up`; the gateway passes BUS_PUBLIC_URL or its own
 _RUN_NS = uuid.UUID("6f1d3c1e-5b0a-4c8e-9a57-0d1a7e0c2b11")
 
 
@@ -80,11 +81,12 @@ def graph_events(
     topic_prefix: str = "",
     schemas: dict[str, dict[str, Any]] | None = None,
     now: datetime | None = None,
+    public_url: str = DEFAULT_PUBLIC_URL,
 ) -> list[dict[str, Any]]:
     """OpenLineage ``RunEvent`` dicts for a graph from ``queries.dataset_graph``.
 
     ``schemas`` maps dataset ids to their Avro schema (schema facets); ``kafka_namespace`` is
-    ``kafka://host:port`` of the cluster.
+    ``kafka://host:port`` of the cluster; the custom facet's ``_schemaURL`` is under ``public_url``.
     """
     now = now or datetime.now(UTC)
     names = _Names(kafka_namespace, topic_prefix)
@@ -169,7 +171,7 @@ def graph_events(
             grant = dst["grant"]
             scenario = dst.get("scenario") or {}
             grant_facet = _facet(
-                GRANT_FACET,
+                public_url.rstrip("/") + GRANT_FACET_PATH,
                 grantId=grant,
                 agency=dst.get("agency"),
                 status=dst.get("status"),

@@ -343,3 +343,20 @@ class GrantKey(Base):
     not_after: Mapped[datetime | None] = mapped_column(nullable=True)
     destroyed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     __table_args__ = (Index("ux_grant_keys_epoch", "grant_id", "epoch", unique=True),)
+
+
+class SubjectIndex(Base):
+    """Keyed subject values of accepted records (bus.lineage.subjects): HMAC under the master secret,
+    never the raw value; answers ``GET /v1/lineage/subjects`` with the record's lineage."""
+
+    __tablename__ = "subject_index"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[str] = mapped_column(String(64))
+    record_id: Mapped[str] = mapped_column(String(40))
+    semantic: Mapped[str] = mapped_column(String(128))
+    value_key: Mapped[str] = mapped_column(String(64))
+    indexed_at: Mapped[datetime] = mapped_column(index=True)
+
+
+# (semantic, value_key, id): the lookup filters and takes the newest rows from one index
+Index("ix_subject_index_lookup", SubjectIndex.semantic, SubjectIndex.value_key, SubjectIndex.id)
