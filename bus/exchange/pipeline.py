@@ -30,6 +30,7 @@ from bus.exchange.kafka import headers_of, topic_of
 from bus.exchange.ledger import Ledger, PublishBatch
 from bus.exchange.record_ids import new_record_id
 from bus.lineage import tracing
+from bus.lineage.subjects import record_subjects
 from bus.policy.batch import BatchOutcome, Incoming, Refused, process_batch
 from bus.policy.routes import RouteTable
 from bus.policy.snapshot import PolicySnapshot
@@ -197,6 +198,7 @@ class Pipeline(BatchWorker):
             ids.append(a.item.record_id)
         for (dataset_id, publisher), (records, ids) in remember.items():
             self.guard.remember_batch(dataset_id, publisher, records, ids)
+        record_subjects(self.ctx, [(d, p, r, i) for (d, p), (r, i) in remember.items()])  # who received (R14)
         self.ledger.published(batch)
         self.ledger.delivered(delivered)
         self._done = None

@@ -39,6 +39,7 @@ from bus.exchange.record_ids import new_record_id
 from bus.gateway.auth import Principal, publishing_principal, suspended_refusal
 from bus.gateway.plane import Plane, plane_of
 from bus.lineage import tracing
+from bus.lineage.subjects import record_subjects
 from bus.policy.batch import BatchOutcome, Incoming, Violation, classify, process_batch
 from bus.policy.records import admission, encode, field_names, parsed_schema
 from bus.policy.snapshot import PolicySnapshot
@@ -181,8 +182,9 @@ def _record(plane: Plane, outcome: BatchOutcome, evidence: Evidence, publisher: 
         try:
             ids = [a.item.record_id for a in outcome.accepted]
             plane.guard.remember_batch(dataset_id, publisher, records, ids)
+            record_subjects(plane.ctx, [(dataset_id, publisher, records, ids)])  # who received (R14)
         except Exception as exc:
-            log.warning("HTTP publish to %s acknowledged; its %d fingerprints not stored (%s)", dataset_id,
+            log.warning("HTTP publish to %s acknowledged; %d fingerprints/subjects not stored (%s)", dataset_id,
                         len(records), exc)
     for bad in rejected:  # records refused by the schema are lineage too (data quality, R2)
         evidence.published.append(

@@ -11,7 +11,7 @@ import bus.store.models
 
 
 revision = '0007'
-down_revision = '0002'
+down_revision = '0003_batch_evidence'
 branch_labels = None
 depends_on = None
 
