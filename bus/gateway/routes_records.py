@@ -184,7 +184,7 @@ def _record(plane: Plane, outcome: BatchOutcome, evidence: Evidence, publisher: 
             plane.guard.remember_batch(dataset_id, publisher, records, ids)
             record_subjects(plane.ctx, [(dataset_id, publisher, records, ids)])  # who received (R14)
         except Exception as exc:
-            log.warning("HTTP publish to %s acknowledged; %d fingerprints/subjects not stored (%s)", dataset_id,
+            log.warning("HTTP publish to %s acknowledged; %d fingerprints not stored (%s)", dataset_id,
                         len(records), exc)
     for bad in rejected:  # records refused by the schema are lineage too (data quality, R2)
         evidence.published.append(
