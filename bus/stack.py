@@ -39,6 +39,7 @@ WORKERS = [
     "bus.exchange.receipts:make_worker",
     "bus.connectors_runtime:make_worker",
     "bus.lineage.retention:make_worker",
+    "bus.operations.executor:make_worker",  # R11: authorised operation
 ]
 
 

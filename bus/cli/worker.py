@@ -28,13 +28,15 @@ class Kind(StrEnum):
     validator = "validator"
     router = "router"
     connectors = "connectors"
+    operator = "operator"
 
 
 def worker(
     kind: Kind = typer.Argument(
         ...,
         help="which worker: validator (ingress -> data), router (data -> deliver) or connectors "
-        "(the connector runtime; several share the registered connectors through Redis leases)",
+        "(the connector runtime; several share the registered connectors through Redis leases) or operator "
+        "(the R11 executor of active operations; several share them through Redis leases)",
     ),
     group: str = typer.Option(
         None,
@@ -62,6 +64,11 @@ def worker(
     ctx = BusContext.create(
         settings, bootstrap=settings.kafka_bootstrap, redis_url=settings.redis_url
     ).start()
+    if kind == Kind.operator:
+        from bus.operations.executor import run_standalone
+
+        run_standalone(ctx)
+        return
     w: BatchWorker
     if kind == Kind.validator:
         from bus.exchange.validator import make_worker as make_validator

@@ -30,6 +30,7 @@ ROUTERS = [
     "bus.gateway.routes_lineage",  # record and dataset lineage
     "bus.gateway.routes_usage",  # usage metering
     "bus.gateway.routes_connectors",  # connectors
+    "bus.gateway.routes_operations",  # authorised operation (R11): analysis rules, operations
 ]
 
 

@@ -37,8 +37,13 @@ class Observation:
     values: Mapping[str, float | None]  # measure field -> clamped value (None: absent)
 
 
-def observe(spec: OperationSpec, rule: AnalysisRule, event_ms: int, value: Mapping[str, Any],
-            token: Callable[[Any], str]) -> Observation | None:
+def observe(
+    spec: OperationSpec,
+    rule: AnalysisRule,
+    event_ms: int,
+    value: Mapping[str, Any],
+    token: Callable[[Any], str],
+) -> Observation | None:
     """The record as the operation sees it, or None when its filters exclude it or it has no subject."""
     for f in spec.filters:
         if not f.matches(value.get(f.field)):
@@ -91,13 +96,25 @@ class Accumulator:
         return self.mins[name] if fn == MeasureFn.MIN else self.maxs[name]
 
     def to_json(self) -> dict[str, Any]:
-        return {"records": self.records, "n": self.n, "sums": self.sums, "mins": self.mins,
-                "maxs": self.maxs, "subjects": sorted(self.subjects)}
+        return {
+            "records": self.records,
+            "n": self.n,
+            "sums": self.sums,
+            "mins": self.mins,
+            "maxs": self.maxs,
+            "subjects": sorted(self.subjects),
+        }
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Accumulator:
-        return cls(int(doc["records"]), dict(doc["n"]), dict(doc["sums"]), dict(doc["mins"]),
-                   dict(doc["maxs"]), set(doc["subjects"]))
+        return cls(
+            int(doc["records"]),
+            dict(doc["n"]),
+            dict(doc["sums"]),
+            dict(doc["mins"]),
+            dict(doc["maxs"]),
+            set(doc["subjects"]),
+        )
 
 
 @dataclass(frozen=True)
