@@ -55,7 +55,9 @@ def company(i: int, region: str, company_no: int, capital: int | None = None) ->
     return rec
 
 
-def approved_operation(owner: httpx.Client, operator: httpx.Client, dataset: str, **change: Any) -> dict[str, Any]:
+def approved_operation(
+    owner: httpx.Client, operator: httpx.Client, dataset: str, **change: Any
+) -> dict[str, Any]:
     """Request an operation as ``operator`` and approve it as ``owner``: the active operation's JSON."""
     resp = operator.post("/v1/operations", json=operation_body(dataset, **change))
     assert resp.status_code == 201, resp.text

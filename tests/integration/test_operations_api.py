@@ -43,7 +43,9 @@ def test_r11_rule_put_by_owner_versioned_visible_and_audited(ctx, parties) -> No
     shown = oper.get(f"/v1/datasets/{source}/analysis-rule").json()
     assert shown["min_group_size"] == 5 and shown["subject_field"] == "credit_code"
     assert psb.get(f"/v1/datasets/{source}/analysis-rule").json()["code"] == "auth.forbidden"
-    assert oper.put(f"/v1/datasets/{source}/analysis-rule", json=rule_body()).json()["code"] == "auth.forbidden"
+    assert (
+        oper.put(f"/v1/datasets/{source}/analysis-rule", json=rule_body()).json()["code"] == "auth.forbidden"
+    )
     with ctx.store.session() as s:
         actions = [e.action for e in s.query(AuditEvent).filter(AuditEvent.subject_id == source)]
     assert actions.count("analysis_rule.put") == 2 and "analysis_rule.refused" in actions
@@ -106,8 +108,10 @@ def test_r11_approval_catalogues_derived_product_and_grant(ctx, parties) -> None
     market, oper, source = parties["market"], parties["oper"], parties["source"]
     market.put(f"/v1/datasets/{source}/analysis-rule", json=rule_body())
     pending = oper.post("/v1/operations", json=operation_body(source, sharing="unconditional")).json()
-    assert oper.post(f"/v1/operations/{pending['id']}/decision", json={"decision": "approve"}).json()[
-        "code"] == "auth.forbidden"
+    assert (
+        oper.post(f"/v1/operations/{pending['id']}/decision", json={"decision": "approve"}).json()["code"]
+        == "auth.forbidden"
+    )
     op = approved_operation(market, oper, source)
     assert op["status"] == "active" and op["derived_dataset"] == f"derived-{op['id']}" and op["grant"]
     with ctx.store.session() as s:
@@ -132,7 +136,9 @@ def test_r11_lifecycle_suspend_resume_revoke_audited(ctx, parties) -> None:
     op = approved_operation(market, oper, source)
     oid = op["id"]
     assert oper.post(f"/v1/operations/{oid}/suspend").json()["code"] == "auth.forbidden"
-    assert market.post(f"/v1/operations/{oid}/suspend", json={"reason": "check"}).json()["status"] == "suspended"
+    assert (
+        market.post(f"/v1/operations/{oid}/suspend", json={"reason": "check"}).json()["status"] == "suspended"
+    )
     with ctx.store.session() as s:
         assert s.get(Grant, op["grant"]).status == "suspended"
     assert market.post(f"/v1/operations/{oid}/resume").json()["status"] == "active"
@@ -142,8 +148,13 @@ def test_r11_lifecycle_suspend_resume_revoke_audited(ctx, parties) -> None:
     with ctx.store.session() as s:
         assert s.get(Grant, op["grant"]).status == "revoked"
         actions = [e.action for e in s.query(AuditEvent).filter(AuditEvent.subject_id == oid)]
-    assert actions == ["operation.requested", "operation.approved", "operation.suspended", "operation.resumed",
-                       "operation.revoked"]
+    assert actions == [
+        "operation.requested",
+        "operation.approved",
+        "operation.suspended",
+        "operation.resumed",
+        "operation.revoked",
+    ]
     assert verify(ctx.store)["ok"]
     assert market.get("/v1/operations/op-nope").json()["code"] == "operation.not_found"
 
@@ -182,4 +193,6 @@ def test_r11_budget_refused_at_request_when_spent(ctx, parties) -> None:
 def test_r11_unauthenticated_calls_refused(parties) -> None:
     anon = TestClient(parties["market"].app)
     assert anon.post("/v1/operations", json={}).json()["code"] == "auth.missing"
-    assert anon.put(f"/v1/datasets/{parties['source']}/analysis-rule", json={}).json()["code"] == "auth.missing"
+    assert (
+        anon.put(f"/v1/datasets/{parties['source']}/analysis-rule", json={}).json()["code"] == "auth.missing"
+    )

@@ -32,15 +32,33 @@ ALL_MEASURES = [{"field": "licence_no", "fn": "count"}] + [
 ]
 
 
-def make_spec(k: int = 2, group_by: tuple[str, ...] = ("county",), epsilon: float | None = None,
-              filters: list[dict[str, Any]] | None = None) -> OperationSpec:
-    return spec_from_json({"dataset": "d", "group_by": list(group_by), "measures": ALL_MEASURES,
-                           "filters": filters or [], "window_seconds": 10, "k": k, "epsilon": epsilon})
+def make_spec(
+    k: int = 2,
+    group_by: tuple[str, ...] = ("county",),
+    epsilon: float | None = None,
+    filters: list[dict[str, Any]] | None = None,
+) -> OperationSpec:
+    return spec_from_json(
+        {
+            "dataset": "d",
+            "group_by": list(group_by),
+            "measures": ALL_MEASURES,
+            "filters": filters or [],
+            "window_seconds": 10,
+            "k": k,
+            "epsilon": epsilon,
+        }
+    )
 
 
 def rec(subject: str, county: str = "a", capital: float = 1.0, industry: str = "x") -> dict[str, Any]:
-    return {"licence_no": f"L-{subject}", "credit_code": subject, "county": county, "capital": capital,
-            "industry": industry}
+    return {
+        "licence_no": f"L-{subject}",
+        "credit_code": subject,
+        "county": county,
+        "capital": capital,
+        "industry": industry,
+    }
 
 
 def feed(state: WindowState, spec: OperationSpec, items: list[tuple[int, dict[str, Any]]]) -> None:
@@ -101,12 +119,24 @@ def test_r11_group_below_k_distinct_subjects_is_suppressed() -> None:
 def test_r11_values_clamped_and_filters_applied() -> None:
     spec = make_spec(filters=[{"field": "industry", "op": "in", "value": ["x"]}])
     state = WindowState(spec)
-    feed(state, spec, [(1, rec("s1", capital=-50)), (2, rec("s2", capital=1e9)),
-                       (3, rec("s3", capital=7, industry="other"))])
+    feed(
+        state,
+        spec,
+        [
+            (1, rec("s1", capital=-50)),
+            (2, rec("s2", capital=1e9)),
+            (3, rec("s3", capital=7, industry="other")),
+        ],
+    )
     state.advance(10_000)
     (row,) = state.close()[0].rows
-    assert row.measures == {"count_licence_no": 2, "sum_capital": 100.0, "avg_capital": 50.0,
-                            "min_capital": 0.0, "max_capital": 100.0}
+    assert row.measures == {
+        "count_licence_no": 2,
+        "sum_capital": 100.0,
+        "avg_capital": 50.0,
+        "min_capital": 0.0,
+        "max_capital": 100.0,
+    }
 
 
 def test_r11_missing_values_and_subjects() -> None:
@@ -167,12 +197,21 @@ events = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(items=events, k=st.integers(1, 6), lateness=st.integers(0, 15_000),
-       group_by=st.sampled_from([(), ("county",), ("county", "industry")]),
-       idle=st.lists(st.integers(0, 80_000), max_size=4), noise=st.booleans())
+@given(
+    items=events,
+    k=st.integers(1, 6),
+    lateness=st.integers(0, 15_000),
+    group_by=st.sampled_from([(), ("county",), ("county", "industry")]),
+    idle=st.lists(st.integers(0, 80_000), max_size=4),
+    noise=st.booleans(),
+)
 def test_r11_property_no_row_below_k_and_no_value_outside_bounds(
-    items: list[tuple[int, str, str, float, str]], k: int, lateness: int, group_by: tuple[str, ...],
-    idle: list[int], noise: bool,
+    items: list[tuple[int, str, str, float, str]],
+    k: int,
+    lateness: int,
+    group_by: tuple[str, ...],
+    idle: list[int],
+    noise: bool,
 ) -> None:
     """R11: for random streams and specs, every released row has >= k distinct subjects, every value lies
     in the clamped bounds, and every accepted record is released or suppressed exactly once."""
