@@ -242,7 +242,9 @@ class OperatorWorker:
         if msgs:
             runner.last_record, runner.dirty = now, True
         elif now - runner.last_record >= self.idle_close:
-            runner.state.advance(int(datetime.now(UTC).timestamp() * 1000))
+            # quiet for idle_close seconds: event time has moved on with the wall clock, less the idle time
+            # (a record accepted earlier than that would have arrived by now) and the allowed lateness
+            runner.state.advance(int((datetime.now(UTC).timestamp() - self.idle_close) * 1000))
         closed = runner.state.close()
         if closed or (runner.dirty and now - runner.last_checkpoint >= CHECKPOINT_SECONDS):
             try:

@@ -20,7 +20,7 @@ def rule_body(**change: Any) -> dict[str, Any]:
         ],
         "subject_field": "credit_code",
         "min_group_size": 3,
-        "windows": [1, 3600],
+        "windows": [1, 10, 3600],
         "epsilon_budget": {"per_operator_per_day": 1.0},
     }
     body.update(change)
