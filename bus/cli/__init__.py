@@ -23,7 +23,7 @@ def _main() -> None:
 
 # Command groups, one module each (bus/cli/<name>.py defines ``app`` or ``register(app)``).
 GROUPS = ["up", "demo", "worker", "agency", "catalog", "audit", "grant", "publish", "tail", "lineage",
-          "usage", "incidents", "emergency", "attribute", "connector"]
+          "usage", "incidents", "emergency", "attribute", "connector", "operation"]
 
 for _name in GROUPS:
     importlib.import_module(f"bus.cli.{_name}").register(app)
