@@ -151,6 +151,10 @@ def test_r11_executor_counts_equal_reference_minus_suppressed_groups(ctx, world)
         graph = dataset_graph(s, world["source"])
     derived = [e for e in graph["edges"] if e["kind"] == "derived"]
     assert derived and derived[0]["to"] == f"dataset:{op['derived_dataset']}" and derived[0]["records"] == 2
+    from bus.lineage.openlineage import graph_events
+
+    jobs = [e["job"]["name"] for e in graph_events(graph, kafka_namespace="kafka://bus")]
+    assert f"databus.derive.{op['derived_dataset']}" in jobs  # the OpenLineage export has the derived edge
     with ctx.store.session() as s:
         windows = [
             e.data for e in s.scalars(select(AuditEvent).where(AuditEvent.action == "operation.window"))
