@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from bus.exchange.kafka import new_consumer, partitions_of
 from bus.gateway.auth import Principal
 from bus.keys import hash_key, new_api_key, signing_secret_for
-from bus.operations import service
+from bus.operations import rulebook, service
 from bus.operations.executor import OperatorWorker
 from bus.operations.rules import AnalysisRule, MeasureRule
 from bus.operations.sink import close_sink, publish_results
@@ -81,7 +81,7 @@ def _operation(ctx, source: str) -> str:  # type: ignore[no-untyped-def]
         10,
         (3600,),
     )
-    service.put_rule(ctx, owner, source, rule)
+    rulebook.put_rule(ctx, owner, source, rule)
     spec = spec_from_json(
         {
             "dataset": source,

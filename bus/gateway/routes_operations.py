@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from bus.gateway.auth import Principal, ctx_of, current_principal
-from bus.operations import service
+from bus.operations import rulebook, service
 from bus.operations.rules import AnalysisRule, MeasureRule
 from bus.operations.spec import spec_from_json
 from bus.vocab import MeasureFn, OperationStatus, SharingAttribute
@@ -102,7 +102,7 @@ class ReasonIn(_Body):
 def put_rule(
     dataset_id: str, body: RuleIn, request: Request, principal: Principal = Depends(current_principal)
 ) -> dict[str, Any]:
-    return service.put_rule(ctx_of(request), principal, dataset_id, body.facts())
+    return rulebook.put_rule(ctx_of(request), principal, dataset_id, body.facts())
 
 
 @router.get(
@@ -112,7 +112,7 @@ def put_rule(
 def get_rule(
     dataset_id: str, request: Request, principal: Principal = Depends(current_principal)
 ) -> dict[str, Any]:
-    return service.get_rule(ctx_of(request), principal, dataset_id)
+    return rulebook.get_rule(ctx_of(request), principal, dataset_id)
 
 
 @router.post("/v1/operations", status_code=201, summary="Request an aggregate-only operation (operator)")

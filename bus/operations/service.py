@@ -1,4 +1,4 @@
-"""The operations service (R11): analysis rules, operation requests, decisions and lifecycle, in the store.
+"""The operations service (R11): operation requests, decisions and lifecycle (rules: ``rulebook``).
 
 Each change is one transaction with its audit event; refusals are audited too. The checks themselves
 are pure (``rules.validate_rule``, ``spec.check_spec``). Approving an operation catalogues its derived
@@ -22,7 +22,6 @@ from bus.context import BusContext
 from bus.errors import (
     AuthForbidden,
     BusError,
-    CatalogNotFound,
     DatasetNotApproved,
     LegalBasisRequired,
     OperationBadState,
@@ -35,9 +34,10 @@ from bus.errors import (
 from bus.grants.service import Caller
 from bus.lineage import audit
 from bus.operations import budget, derived
-from bus.operations.rules import AnalysisRule, rule_from_json, validate_rule
+from bus.operations.common import announce, audit_refusal, current_rule, dataset, operation_json, schema
+from bus.operations.rules import AnalysisRule, rule_from_json
 from bus.operations.spec import OperationSpec, check_spec, spec_from_json
-from bus.store.models import AnalysisRuleVersion, Dataset, Operation, SchemaVersion
+from bus.store.models import AnalysisRuleVersion, Dataset, Operation
 from bus.vocab import DatasetStatus, GrantStatus, OperationStatus, Role
 
 log = logging.getLogger(__name__)
@@ -52,130 +52,6 @@ class OperationRequestIn:
     legal_basis: str | None
     sharing: str | None = None  # the derived product's attribute; never wider than the source's
     valid_until: datetime | None = None
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return dt.astimezone(UTC).isoformat() if dt is not None else None
-
-
-def _dataset(s: Session, dataset_id: str) -> Dataset:
-    ds = s.get(Dataset, dataset_id)
-    if ds is None:
-        raise CatalogNotFound(f"no dataset '{dataset_id}' in the catalogue")
-    return ds
-
-
-def _schema(s: Session, ds: Dataset) -> dict[str, Any]:
-    sv = s.get(SchemaVersion, (ds.id, ds.schema_version))
-    if sv is None:
-        raise CatalogNotFound(f"dataset '{ds.id}' has no schema version {ds.schema_version}")
-    return sv.schema
-
-
-def current_rule(s: Session, dataset_id: str) -> AnalysisRuleVersion | None:
-    return s.scalar(
-        select(AnalysisRuleVersion)
-        .where(AnalysisRuleVersion.dataset_id == dataset_id)
-        .order_by(AnalysisRuleVersion.version.desc())
-        .limit(1)
-    )
-
-
-def rule_json(row: AnalysisRuleVersion) -> dict[str, Any]:
-    return {
-        "dataset": row.dataset_id,
-        "version": row.version,
-        **row.rule,
-        "created_by": row.created_by,
-        "created_at": _iso(row.created_at),
-    }
-
-
-def operation_json(op: Operation) -> dict[str, Any]:
-    return {
-        "id": op.id,
-        "dataset": op.dataset_id,
-        "operator": op.operator_id,
-        "status": op.status,
-        "scenario": {"code": op.scenario_code, "description": op.scenario_description},
-        "legal_basis": op.legal_basis,
-        **{k: v for k, v in op.spec.items() if k != "dataset"},
-        "rule_version": op.rule_version,
-        "sharing": op.sharing_attribute,
-        "version": op.version,
-        "derived_dataset": op.derived_dataset_id,
-        "grant": op.grant_id,
-        "valid_until": _iso(op.valid_until),
-        "decision_reason": op.decision_reason,
-        "requested_at": _iso(op.requested_at),
-        "decided_at": _iso(op.decided_at),
-        "ended_at": _iso(op.ended_at),
-    }
-
-
-def _audit_refusal(
-    ctx: BusContext, actor: str, action: str, subject: str, err: BusError, data: dict[str, Any]
-) -> None:
-    try:
-        with ctx.store.session() as s:
-            audit.append(
-                s, actor, action, "dataset", subject[:128], {"code": err.code, "detail": err.detail, **data}
-            )
-    except Exception:
-        log.warning("could not audit a refused %s", action, exc_info=True)
-
-
-def announce(ctx: BusContext, kind: str, subject: str) -> None:
-    from bus.exchange.policy_events import announce as _announce
-
-    try:
-        _announce(ctx, kind, subject)
-    except Exception:  # committed already; the pipeline re-reads the policy on its next version check
-        log.warning("could not announce the change of %s %s", kind, subject, exc_info=True)
-
-
-# --- analysis rules -------------------------------------------------------------------------------------
-def put_rule(ctx: BusContext, caller: Caller, dataset_id: str, rule: AnalysisRule) -> dict[str, Any]:
-    """R11: the owner says what operators may compute; a new version each time (audited)."""
-    try:
-        with ctx.store.session() as s:
-            ds = _dataset(s, dataset_id)
-            if caller.id != ds.owner_id:
-                raise AuthForbidden(f"only the owner {ds.owner_id} sets the analysis rule of {ds.id}")
-            clean = validate_rule(rule, catalog_fields(_schema(s, ds)), ctx.settings.min_group_size)
-            last = current_rule(s, ds.id)
-            row = AnalysisRuleVersion(
-                dataset_id=ds.id,
-                version=(last.version + 1) if last else 1,
-                rule=clean.to_json(),
-                created_by=caller.id,
-            )
-            s.add(row)
-            s.flush()
-            audit.append(
-                s,
-                caller.id,
-                "analysis_rule.put",
-                "dataset",
-                ds.id,
-                {"version": row.version, "rule": row.rule},
-            )
-            return rule_json(row)
-    except BusError as err:
-        _audit_refusal(ctx, caller.id, "analysis_rule.refused", dataset_id, err, {})
-        raise
-
-
-def get_rule(ctx: BusContext, caller: Caller, dataset_id: str) -> dict[str, Any]:
-    """Visible to the owner, reviewers, operators, auditors and the admin."""
-    with ctx.store.session() as s:
-        ds = _dataset(s, dataset_id)
-        if caller.id != ds.owner_id and not caller.has(Role.REVIEWER, Role.OPERATOR, Role.AUDITOR):
-            raise AuthForbidden("analysis rules are visible to the owner, reviewers, operators and auditors")
-        row = current_rule(s, ds.id)
-        if row is None:
-            raise OperationNoRule(f"dataset {ds.id} has no analysis rule: nothing may be computed on it")
-        return rule_json(row)
 
 
 # --- operations -----------------------------------------------------------------------------------------
@@ -203,7 +79,7 @@ def _check_request(
         raise ScenarioRequired("state the scenario: scenario.code and scenario.description (R7, R11)")
     if not (req.legal_basis or "").strip():
         raise LegalBasisRequired("state the legal basis of the operation (legal_basis)")
-    ds = _dataset(s, req.spec.dataset)
+    ds = dataset(s, req.spec.dataset)
     if ds.status != DatasetStatus.APPROVED:
         raise DatasetNotApproved(f"dataset {ds.id} is {ds.status}; only approved datasets are operated on")
     row = current_rule(s, ds.id)
@@ -266,7 +142,7 @@ def request_operation(ctx: BusContext, caller: Caller, req: OperationRequestIn) 
             )
             return operation_json(op)
     except BusError as err:
-        _audit_refusal(
+        audit_refusal(
             ctx, caller.id, "operation.refused", req.spec.dataset, err, {"spec": req.spec.to_json()}
         )
         raise
@@ -297,7 +173,7 @@ def _approve(s: Session, op: Operation, ds: Dataset) -> None:
         _others(s, op.operator_id, ds.id, skip=op.id, statuses=(OperationStatus.ACTIVE,)),
     )
     op.rule_version = row.version
-    dds, grant = derived.create_derived(s, op, ds, spec, _schema(s, ds), datetime.now(UTC))
+    dds, grant = derived.create_derived(s, op, ds, spec, schema(s, ds), datetime.now(UTC))
     op.derived_dataset_id, op.grant_id = dds.id, grant.id
 
 
@@ -307,7 +183,7 @@ def decide(ctx: BusContext, caller: Caller, op_id: str, decision: str, reason: s
         raise OperationError(f"decision must be approve or deny, not {decision!r}")
     with ctx.store.session() as s:
         op = _load(s, op_id)
-        ds = _dataset(s, op.dataset_id)
+        ds = dataset(s, op.dataset_id)
         _check_visible(caller, op, ds)
         if caller.id != ds.owner_id:
             raise AuthForbidden(f"only the dataset owner {ds.owner_id} decides on operations over {ds.id}")
@@ -371,7 +247,7 @@ def change(ctx: BusContext, caller: Caller, op_id: str, action: str, reason: str
     stops releasing within a second and the result grant follows."""
     with ctx.store.session() as s:
         op = _load(s, op_id)
-        ds = _dataset(s, op.dataset_id)
+        ds = dataset(s, op.dataset_id)
         allowed = (
             caller.id == ds.owner_id
             or caller.is_admin
@@ -432,7 +308,7 @@ def expire_due(ctx: BusContext) -> list[str]:
 def get_operation(ctx: BusContext, caller: Caller, op_id: str) -> dict[str, Any]:
     with ctx.store.session() as s:
         op = _load(s, op_id, lock=False)
-        _check_visible(caller, op, _dataset(s, op.dataset_id))
+        _check_visible(caller, op, dataset(s, op.dataset_id))
         return operation_json(op)
 
 
@@ -464,12 +340,12 @@ def dry_run(ctx: BusContext, caller: Caller, op_id: str) -> dict[str, Any]:
 
     with ctx.store.session() as s:
         op = _load(s, op_id, lock=False)
-        ds = _dataset(s, op.dataset_id)
+        ds = dataset(s, op.dataset_id)
         _check_visible(caller, op, ds)
         row = s.get(AnalysisRuleVersion, (ds.id, op.rule_version))
         if row is None:
             raise OperationNoRule(f"dataset {ds.id} has no analysis rule version {op.rule_version}")
-        fields = catalog_fields(_schema(s, ds))
+        fields = catalog_fields(schema(s, ds))
         spec, rule = spec_from_json(op.spec), rule_from_json(row.rule)
         audit.append(s, caller.id, "operation.dry_run", "operation", op.id, {"dataset": ds.id})
     return {"operation": op_id, **run(spec, rule, fields, op_id)}
