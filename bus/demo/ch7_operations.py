@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import httpx
+
 from bus.demo import Demo
 
 DATASET = "market-licences"
@@ -129,6 +131,12 @@ def run(demo: Demo) -> None:
         r.status_code == 200 and r.json().get("accepted") == 16,
         f"the market bureau publishes 12 licences in {BIG} and 4 in {SMALL}",
     )
+
+    _results(demo, admin, oper, op)
+
+
+def _results(demo: Demo, admin: httpx.Client, oper: httpx.Client, op: dict[str, Any]) -> None:
+    """The operator reads its rows; the source's graph and the row lineage show where they came from."""
 
     def rows() -> list[dict[str, Any]]:
         page = oper.get(f"/v1/grants/{op['grant']}/records", params={"limit": 100}).json()

@@ -76,20 +76,12 @@ def result_row(
     return out
 
 
-def create_derived(
-    s: Session,
-    op: Operation,
-    source: Dataset,
-    spec: OperationSpec,
-    source_schema: dict[str, Any],
-    now: datetime,
-) -> tuple[Dataset, Grant]:
-    """Catalogue the derived dataset of ``op`` and the operator's grant on it (same transaction)."""
-    ds_id = derived_id(op.id)
-    schema = derived_schema(op.id, spec, catalog_fields(source_schema))
+def _dataset_row(op: Operation, source: Dataset, now: datetime) -> Dataset:
+    """The catalogue entry of the derived product: approved with the operation, never shared wider."""
     attribute = op.sharing_attribute
-    ds = Dataset(
-        id=ds_id,
+    restricted = attribute != SharingAttribute.UNCONDITIONAL
+    return Dataset(
+        id=derived_id(op.id),
         owner_id=op.operator_id,
         title=f"Results of operation {op.id} on {source.id}"[:200],
         description=f"Aggregates of {source.id} computed inside the bus (R11): {op.scenario_description}",
@@ -98,10 +90,10 @@ def create_derived(
         tags=["derived", f"derived-from:{source.id}", f"operation:{op.id}"],
         domestic_only=bool(source.domestic_only),
         sharing_attribute=attribute,
-        sharing_reason=None
-        if attribute == SharingAttribute.UNCONDITIONAL
-        else f"derived product of {source.id}, shared no wider than its source",
-        legal_basis=None if attribute == SharingAttribute.UNCONDITIONAL else op.legal_basis,
+        sharing_reason=f"derived product of {source.id}, shared no wider than its source"
+        if restricted
+        else None,
+        legal_basis=op.legal_basis if restricted else None,
         shareable_fields=None,
         eligible_agencies=(list(source.eligible_agencies or []) or [op.operator_id])
         if attribute == SharingAttribute.CONDITIONAL
@@ -114,6 +106,20 @@ def create_derived(
         reviewed_by=source.owner_id,
         review_comment=f"derived product of operation {op.id}, approved with the operation",
     )
+
+
+def create_derived(
+    s: Session,
+    op: Operation,
+    source: Dataset,
+    spec: OperationSpec,
+    source_schema: dict[str, Any],
+    now: datetime,
+) -> tuple[Dataset, Grant]:
+    """Catalogue the derived dataset of ``op`` and the operator's grant on it (same transaction)."""
+    ds = _dataset_row(op, source, now)
+    ds_id = ds.id
+    schema = derived_schema(op.id, spec, catalog_fields(source_schema))
     s.add(ds)
     s.flush()
     s.add(SchemaVersion(dataset_id=ds_id, version=1, schema=schema, created_at=now))

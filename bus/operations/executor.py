@@ -256,8 +256,25 @@ class OperatorWorker:
                 self._drop(runner.op_id, checkpoint=False)
                 return
             runner.last_checkpoint, runner.dirty = now, False
+        if paused(snap, runner):
+            return  # the emergency switch holds the source, its owner or the operator: stored, not released
         if now >= runner.retry_at and not releases.publish_pending(self.ctx, runner):
             runner.retry_at = now + 1.0
+
+
+def paused(snap: PolicySnapshot, runner: Runner) -> bool:
+    """R15: a suspended source dataset, source owner or operator releases nothing until resumed."""
+    ds = snap.datasets.get(runner.dataset_id)
+    owner = snap.agencies.get(ds.owner_id) if ds else None
+    operator = snap.agencies.get(runner.operator_id)
+    return (
+        ds is None
+        or ds.suspended
+        or owner is None
+        or owner.suspended
+        or operator is None
+        or operator.suspended
+    )
 
 
 def make_worker(ctx: BusContext) -> OperatorWorker:

@@ -308,3 +308,32 @@ def test_r11_idle_close_releases_a_quiet_stream(ctx, world) -> None:
     publish(world["owner"], world["source"], batch_one())
     read_rows(world["oper"], op["grant"], 2)
     assert time.monotonic() - started < 15
+
+
+def test_r11_r15_suspended_operator_releases_nothing_until_resumed(ctx, world) -> None:
+    """The emergency switch on the operator: windows still close (stored), nothing is released; resumed,
+    the stored release goes out."""
+    from bus.store.models import OperationRelease
+
+    op = approved_operation(world["owner"], world["oper"], world["source"])
+    poll_until(lambda: op["id"] in world["executor"].running(), what="running")
+    admin = api(world["stack"], world["stack"].ctx.admin_key)
+    switch = {"kind": "agency", "id": "oper", "reason": "suspected misuse"}
+    assert admin.post("/v1/emergency/suspend", json=switch).status_code == 200
+    publish(world["owner"], world["source"], batch_one())
+
+    def stored() -> bool:
+        with ctx.store.session() as s:
+            return s.query(OperationRelease).filter(OperationRelease.status == "pending").count() == 1
+
+    poll_until(stored, timeout=20, what="the window closed and stored")
+    with ctx.store.session() as s:
+        assert s.query(OperationResult).count() == 0
+    assert admin.post("/v1/emergency/resume", json=switch).status_code == 200
+
+    def released() -> bool:
+        with ctx.store.session() as s:
+            return s.query(OperationResult).filter(OperationResult.operation_id == op["id"]).count() == 2
+
+    poll_until(released, timeout=20, what="the stored release published after the resume")
+    admin.close()
