@@ -196,3 +196,22 @@ def test_r11_unauthenticated_calls_refused(parties) -> None:
     assert (
         anon.put(f"/v1/datasets/{parties['source']}/analysis-rule", json={}).json()["code"] == "auth.missing"
     )
+
+
+def test_r11_expired_operation_ends_with_its_grant(ctx, parties) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bus.operations import service
+    from bus.store.models import Operation
+
+    market, oper, source = parties["market"], parties["oper"], parties["source"]
+    market.put(f"/v1/datasets/{source}/analysis-rule", json=rule_body())
+    op = approved_operation(market, oper, source)
+    assert service.expire_due(ctx) == []
+    with ctx.store.session() as s:
+        s.get(Operation, op["id"]).valid_until = datetime.now(UTC) - timedelta(seconds=1)
+    assert service.expire_due(ctx) == [op["id"]]
+    assert oper.get(f"/v1/operations/{op['id']}").json()["status"] == "expired"
+    with ctx.store.session() as s:
+        assert s.get(Grant, op["grant"]).status == "expired"
+    assert market.post(f"/v1/operations/{op['id']}/resume").json()["code"] == "operation.bad_state"
