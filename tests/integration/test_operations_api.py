@@ -215,3 +215,21 @@ def test_r11_expired_operation_ends_with_its_grant(ctx, parties) -> None:
     with ctx.store.session() as s:
         assert s.get(Grant, op["grant"]).status == "expired"
     assert market.post(f"/v1/operations/{op['id']}/resume").json()["code"] == "operation.bad_state"
+
+
+def test_r11_r10_derived_product_is_itself_shareable(ctx, agency_factory, dataset_factory, parties) -> None:
+    """A derived product of an unconditional source may be unconditional: other agencies request it like
+    any dataset (R10), and it never names its source's records."""
+    market = parties["market"]
+    open_source = dataset_factory("market")
+    market.put(f"/v1/datasets/{open_source}/analysis-rule", json=rule_body())
+    op = approved_operation(market, parties["oper"], open_source)
+    fields = ["window_start", "window_end", "region_code", "count_licence_no"]
+    body = {
+        "dataset": op["derived_dataset"],
+        "fields": fields,
+        "legal_basis": "Statistics Law art. 7",
+        "scenario": {"code": "county-report", "description": "county business report"},
+    }
+    resp = parties["psb"].post("/v1/grants", json=body)
+    assert resp.status_code == 201 and resp.json()["status"] == "active", resp.text
