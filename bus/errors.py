@@ -319,6 +319,87 @@ class SystemNotFound(NotFound):
     code = "system.not_found"
 
 
+# --- authorised operation (R11) ---------------------------------------------------------------------
+class AnalysisRuleError(BusError, ValueError):
+    """The data owner's analysis rule is refused; the subclass names why."""
+
+    code, status, title = "analysis_rule.invalid", 422, "Analysis rule refused"
+
+
+class RuleSensitiveField(AnalysisRuleError):
+    """A dimension or measure is a ``sensitive`` field: it may never be grouped on or aggregated."""
+
+    code = "analysis_rule.sensitive_field"
+
+
+class RuleSubjectInDimensions(AnalysisRuleError):
+    """The subject field (whose distinct values count as persons) may never be a dimension."""
+
+    code = "analysis_rule.subject_in_dimensions"
+
+
+class RuleKBelowFloor(AnalysisRuleError):
+    """``min_group_size`` under the bus floor ``BUS_MIN_GROUP_SIZE``."""
+
+    code = "analysis_rule.k_below_floor"
+
+
+class RuleUnknownField(AnalysisRuleError):
+    code = "analysis_rule.unknown_field"
+
+
+class OperationError(BusError, ValueError):
+    """An operation request refused by the static checks; the subclass names which."""
+
+    code, status, title = "operation.invalid", 422, "Operation refused"
+
+
+class OperationNoRule(OperationError):
+    """The dataset has no analysis rule: nothing may be computed on it."""
+
+    code, status = "operation.no_rule", 409
+
+
+class OperationKTooSmall(OperationError):
+    code = "operation.k_too_small"
+
+
+class OperationFieldNotAllowed(OperationError):
+    """Group-by, filter or measure outside what the analysis rule allows."""
+
+    code = "operation.field_not_allowed"
+
+
+class OperationSubjectOutput(OperationError):
+    """The subject field (or a function of it) would be output, grouped on or filtered on."""
+
+    code = "operation.subject_output"
+
+
+class OperationWindowNotAllowed(OperationError):
+    code = "operation.window_not_allowed"
+
+
+class OperationDifferenceAttack(OperationError):
+    """Differs from another of the operator's operations only by filters, without noise."""
+
+    code, status = "operation.difference_attack", 409
+
+
+class OperationBudgetExhausted(BusError):
+    """The operator's privacy budget (epsilon per day on this dataset) cannot pay for a release."""
+
+    code, status, title = "operation.budget_exhausted", 409, "Privacy budget exhausted"
+
+
+class OperationNotFound(NotFound):
+    code = "operation.not_found"
+
+
+class OperationBadState(BusError):
+    code, status, title = "operation.bad_state", 409, "Not allowed in this state"
+
+
 def all_codes() -> set[str]:
     """Every stable code, for the README and the contract test."""
     seen: set[str] = set()

@@ -113,6 +113,18 @@ class Settings(BaseSettings):
         "the ten minutes before",
     )
 
+    min_group_size: int = Field(
+        default=10, ge=2, description="R11: the bus floor of an analysis rule's min_group_size (k)"
+    )
+    window_idle_close_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="R11: with no record for this long, operator windows close on the wall clock",
+    )
+    window_allowed_lateness_seconds: float = Field(
+        default=2.0, ge=0, description="R11: how late (event time) a record may come into an open window"
+    )
+
     @cached_property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -39,6 +39,7 @@ WORKERS = [
     "bus.connectors_runtime:make_worker",
     "bus.lineage.retention:make_worker",
     "bus.exchange.broker_identity:make_worker",  # reports a broker that lost its topics (issue 13)
+    "bus.operations.executor:make_worker",  # R11: authorised operation
 ]
 
 

@@ -99,6 +99,29 @@ class Via(StrEnum):
         return f"{Via.CONNECTOR}:{name}"
 
 
+class OperationStatus(StrEnum):
+    """R11: an operation's lifecycle, like a grant's."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    DENIED = "denied"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    SUSPENDED = "suspended"
+
+
+class MeasureFn(StrEnum):
+    """R11: the aggregate functions an analysis rule may allow on a measure."""
+
+    COUNT = "count"
+    SUM = "sum"
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+
+
+
+
 class Header:
     """Kafka header names of the contract."""
 

@@ -23,7 +23,7 @@ def _main() -> None:
 
 # Command groups, one module each (bus/cli/<name>.py defines ``app`` or ``register(app)``).
 GROUPS = ["up", "demo", "worker", "agency", "catalog", "audit", "grant", "publish", "tail", "lineage",
-          "usage", "incidents", "emergency", "attribute", "connector", "kafka"]
+          "usage", "incidents", "emergency", "attribute", "connector", "kafka", "operation"]
 
 for _name in GROUPS:
     importlib.import_module(f"bus.cli.{_name}").register(app)

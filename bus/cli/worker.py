@@ -32,6 +32,7 @@ class Kind(StrEnum):
     validator = "validator"
     router = "router"
     connectors = "connectors"
+    operator = "operator"
 
 
 def worker(
@@ -39,7 +40,8 @@ def worker(
         ...,
         help="which worker: pipeline (ingress -> deliver.<grant> + data.<dataset> + rejected.<dataset>; "
         "'validator' and 'router' are older names of it) or connectors "
-        "(the connector runtime; several share the registered connectors through Redis leases)",
+        "(the connector runtime; several share the registered connectors through Redis leases) or operator "
+        "(the R11 executor of active operations; several share them through Redis leases)",
     ),
     group: str = typer.Option(
         None,
@@ -67,6 +69,11 @@ def worker(
     ctx = BusContext.create(
         settings, bootstrap=settings.kafka_bootstrap, redis_url=settings.redis_url
     ).start()
+    if kind == Kind.operator:
+        from bus.operations.executor import run_standalone
+
+        run_standalone(ctx)
+        return
     w: BatchWorker
     from bus.exchange.pipeline import make_worker as make_pipeline
 

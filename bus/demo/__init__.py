@@ -29,6 +29,7 @@ CHAPTERS = [
     "bus.demo.ch4_violations",
     "bus.demo.ch5_connectors",
     "bus.demo.ch6_lineage",
+    "bus.demo.ch7_operations",  # authorised operation (R11)
 ]
 
 

@@ -32,6 +32,7 @@ ROUTERS = [
     "bus.gateway.routes_connectors",  # connectors
     "bus.gateway.routes_subjects",  # who received data about a person or enterprise
     "bus.console.routes",  # the web console at /console, /problems/{code}, the OpenLineage facet schema
+    "bus.gateway.routes_operations",  # authorised operation (R11): analysis rules, operations
 ]
 
 

@@ -360,3 +360,94 @@ class SubjectIndex(Base):
 
 # (semantic, value_key, id): the lookup filters and takes the newest rows from one index
 Index("ix_subject_index_lookup", SubjectIndex.semantic, SubjectIndex.value_key, SubjectIndex.id)
+
+
+# --- authorised operation (R11) ----------------------------------------------------------------------
+class AnalysisRuleVersion(Base):
+    """A dataset owner's analysis rule (R11), versioned: operations name the version they ran on."""
+
+    __tablename__ = "analysis_rules"
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Operation(Base):
+    """An operator's aggregate computation over one dataset (R11); lifecycle like a grant's."""
+
+    __tablename__ = "operations"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    operator_id: Mapped[str] = mapped_column(ForeignKey("agencies.id"), index=True)
+    scenario_code: Mapped[str] = mapped_column(String(64))
+    scenario_description: Mapped[str] = mapped_column(Text)
+    legal_basis: Mapped[str] = mapped_column(Text)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    rule_version: Mapped[int] = mapped_column(Integer)
+    sharing_attribute: Mapped[str] = mapped_column(String(16))  # of the derived product, never wider
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)  # bumped on every status change
+    valid_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    derived_dataset_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    grant_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    decision_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class OperationCheckpoint(Base):
+    """The executor's window state of one operation with the input offsets it covers (one transaction)."""
+
+    __tablename__ = "operation_checkpoints"
+    operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id"), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    offsets: Mapped[dict[str, Any]] = mapped_column(JSON)  # partition (str) -> next offset to read
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OperationRelease(Base):
+    """One closed window's surviving rows: stored (with the budget debit) before they are published."""
+
+    __tablename__ = "operation_releases"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id"), index=True)
+    window_start_ms: Mapped[int] = mapped_column(BigInteger)
+    window_end_ms: Mapped[int] = mapped_column(BigInteger)
+    rows: Mapped[list[Any]] = mapped_column(JSON)
+    suppressed: Mapped[int] = mapped_column(Integer, default=0)
+    source_records: Mapped[int] = mapped_column(Integer, default=0)
+    epsilon: Mapped[float | None] = mapped_column(nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | published | refused | dropped
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class OperationResult(Base):
+    """Lineage of one released result row: which operation, rule version, window, k, epsilon, how many."""
+
+    __tablename__ = "operation_results"
+    record_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id"), index=True)
+    dataset_id: Mapped[str] = mapped_column(String(64), index=True)  # the source
+    derived_dataset_id: Mapped[str] = mapped_column(String(64), index=True)
+    rule_version: Mapped[int] = mapped_column(Integer)
+    window_start_ms: Mapped[int] = mapped_column(BigInteger)
+    window_end_ms: Mapped[int] = mapped_column(BigInteger)
+    k: Mapped[int] = mapped_column(Integer)
+    epsilon: Mapped[float | None] = mapped_column(nullable=True)
+    source_records: Mapped[int] = mapped_column(Integer)
+    released_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PrivacyBudget(Base):
+    """Epsilon spent by one operator on one dataset on one UTC day; debited by a conditional UPDATE."""
+
+    __tablename__ = "privacy_budget"
+    operator_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    dataset_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD (UTC)
+    spent: Mapped[float] = mapped_column(default=0.0)
+    budget: Mapped[float] = mapped_column()  # the rule's per_operator_per_day when the day began
