@@ -165,6 +165,8 @@ def undelivered(
         out += [
             {"record_id": r.record_id, "dataset": r.dataset_id, "publisher": r.publisher_id,
              "published_at": _iso(r.published_at), "partition": r.partition, "offset": r.offset}
-            for r in rows if keys[r.record_id] not in known
+            for r in rows
+            # a key narrows the look; the id itself is matched in the batches it may be in
+            if keys[r.record_id] not in known or not deliveries_of(session, r.record_id)
         ]
     return out[:limit]

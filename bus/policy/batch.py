@@ -128,8 +128,10 @@ class BatchOutcome:
             key = (kind.value, r.publisher_id, r.dataset_id, grant)
             v = grouped.get(key)
             if v is None:
+                # what a record claims is clipped to the store's columns (a poison name costs only its record)
                 v = grouped[key] = Violation(
-                    kind, r.publisher_id or None, r.dataset_id, grant, r.error.detail
+                    kind, r.publisher_id[:64] or None, r.dataset_id[:64], grant[:64] if grant else None,
+                    r.error.detail,
                 )
             v.record_ids.append(r.record_id)
             if r.trace_id:
