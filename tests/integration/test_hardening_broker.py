@@ -68,10 +68,11 @@ def test_r14_broker_loss_is_reported_and_replays_publish_again(
 
     broker = _restart(own_broker, bctx)
     try:
-        health = poll_until(
-            lambda: (r := client.get("/healthz")).status_code == 503 and r, timeout=10, what="loss reported"
-        )
-        body_h = health.json()
+        def degraded() -> dict | None:
+            r = client.get("/healthz")
+            return r.json() if r.status_code == 503 else None
+
+        body_h = poll_until(degraded, timeout=10, what="loss reported")
         assert body_h["failing"] == ["broker"]
         broker_part = body_h["parts"]["broker"]
         assert "lost its topics" in broker_part["error"] and ds in broker_part["lost"]
