@@ -34,7 +34,9 @@ from bus.store.models import Dataset, SchemaVersion
 
 
 def _setup(ctx: BusContext, n_grants: int) -> tuple[str, list[str]]:
-    market = agencies.create_agency(ctx, "admin", AgencyIn(id="market", name="m", region="140900", roles=["agency"]))
+    market = agencies.create_agency(
+        ctx, "admin", AgencyIn(id="market", name="m", region="140900", roles=["agency"])
+    )
     keys = {"market": market["api_key"]}
     with ctx.store.session() as s:
         s.add(Dataset(id="lic", owner_id="market", title="l", description="l", category="basic",
@@ -45,9 +47,13 @@ def _setup(ctx: BusContext, n_grants: int) -> tuple[str, list[str]]:
     ids = []
     fields = [f["name"] for f in licence_schema()["fields"]]
     for i in range(n_grants):
-        agencies.create_agency(ctx, "admin", AgencyIn(id=f"g{i}", name="g", region="140900", roles=["agency"]))
-        req = GrantRequestIn(dataset="lic", fields=fields, scenario_code="bench", scenario_description="bench",
-                             legal_basis="bench", valid_until=datetime.now(UTC) + timedelta(days=1))
+        agencies.create_agency(
+            ctx, "admin", AgencyIn(id=f"g{i}", name="g", region="140900", roles=["agency"])
+        )
+        req = GrantRequestIn(
+            dataset="lic", fields=fields, scenario_code="bench", scenario_description="bench",
+            legal_basis="bench", valid_until=datetime.now(UTC) + timedelta(days=1),
+        )
         ids.append(grants.request_grant(ctx, Principal(f"g{i}", frozenset({"agency"})), req)["id"])
     return keys["market"], ids
 

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 BATCH = 1000
 POLL_TIMEOUT = 0.005  # return a partial batch after 5 ms: latency at low rates, full batches at high ones
 TOPIC_SCAN_INTERVAL = 0.5
+MAX_SCAN_INTERVAL = 3.0
 MAX_BACKOFF = 2.0
 
 
@@ -134,12 +135,12 @@ class BatchWorker(ABC):
             self._ok = True
             while not self._stop.is_set():
                 self._last_loop = time.monotonic()
-                if not self.group_mode and self._last_loop >= next_scan:
+                if not self.group_mode and (self._last_loop >= next_scan or self.scan_due()):
                     self._scan(consumer, assigned)
-                    # a scan reads every topic's metadata (57 ms with 2,000 topics): never spend more
-                    # than ~5% of the loop on it, however many topics the cluster holds
+                    # a scan reads every topic's metadata (57 ms with 2,000 topics): spend no more than
+                    # ~5% of the loop on it, but never let a new topic wait longer than MAX_SCAN_INTERVAL
                     spent = time.monotonic() - self._last_loop
-                    next_scan = self._last_loop + max(TOPIC_SCAN_INTERVAL, 20 * spent)
+                    next_scan = self._last_loop + min(max(TOPIC_SCAN_INTERVAL, 20 * spent), MAX_SCAN_INTERVAL)
                 self.idle()
                 msgs = [m for m in consumer.consume(BATCH, POLL_TIMEOUT) if self._usable(m)]
                 if not msgs:
@@ -274,6 +275,10 @@ class BatchWorker(ABC):
     # --- hooks -----------------------------------------------------------------------------------
     def wants_topic(self, topic: str) -> bool:
         return True
+
+    def scan_due(self) -> bool:
+        """True when a new topic may have appeared before the next periodic scan (a policy change)."""
+        return False
 
     def idle(self) -> None:  # noqa: B027 - optional hook
         """Called once per loop (cheap periodic work)."""

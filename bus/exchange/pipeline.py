@@ -127,6 +127,13 @@ class Pipeline(BatchWorker):
         self.refused = 0
         self.delivered = 0
 
+    def scan_due(self) -> bool:
+        # a new dataset or grant was announced: its topics may exist now, look before the periodic scan
+        if self.cache.changed.is_set():
+            self.cache.changed.clear()
+            return True
+        return False
+
     def idle(self) -> None:
         now = time.monotonic()
         if now >= self._next_sweep:

@@ -158,7 +158,7 @@ def raw_ingress(
     return rid
 
 
-def read_topic(ctx: BusContext, topic: str, n: int, timeout: float = 15.0) -> list[Any]:
+def read_topic(ctx: BusContext, topic: str, n: int, timeout: float = 30.0) -> list[Any]:
     """Raw messages of ``topic`` from the beginning until ``n`` arrived (or the deadline; then what came)."""
     import uuid
 

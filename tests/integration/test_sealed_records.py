@@ -130,6 +130,7 @@ def test_r8_a_ciphertext_moved_to_another_grant_or_with_a_changed_header_never_o
         ids = [pub.publish(licence_record(i)) for i in range(3)]
         pub.flush()
     original = read_topic(ctx, ctx.topics.deliver(s["g1"]), 3)
+    assert len(original) == 3, f"{len(original)} of 3 records delivered to the grant's topic"
     producer = Producer(producer_config(ctx.bootstrap))
     moved = original[0]
     producer.produce(ctx.topics.deliver(s["g2"]), moved.value(), moved.key(), headers=moved.headers())
