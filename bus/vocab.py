@@ -160,6 +160,7 @@ class IncidentKind(StrEnum):
     REFUSAL_SPIKE = "refusal_spike"
     FORGED_DELIVERY = "forged_delivery"  # records on a deliver.<grant> topic that the bus did not seal there
     BROKER_LOST = "broker_lost"  # the broker came back without its topics (bus.exchange.broker_identity)
+    WORKER_STALLED = "worker_stalled"  # a worker held one batch for BUS_STALL_SECONDS (bus.exchange.stalls)
 
 
 

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from bus.context import BusContext
 from bus.errors import Unavailable
+from bus.exchange import stalls
 from bus.exchange.kafka import (
     ConsumedHeaders,
     assign_from_committed,
@@ -77,7 +78,8 @@ class BatchWorker(ABC):
         self.last_error: str | None = None
         self.paused_since: float | None = None  # set while failing closed
         self.stuck_at: tuple[str, int, int] | None = None  # first position of the batch in hand
-        self.stall_reported = False
+        self.stuck_since: float | None = None  # when that batch was first taken
+        self._watch = stalls.StallWatch(ctx, self)
         self.batches = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -86,9 +88,11 @@ class BatchWorker(ABC):
             self.cache.start()
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
+        self._watch.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._watch.stop()
         if self._thread is not None:
             self._thread.join(timeout=15)
             self._thread = None
@@ -164,7 +168,8 @@ class BatchWorker(ABC):
     ) -> bool | None:
         """Process, deliver, settle and commit one batch: True done, False retried later (fail closed), None
         stopped before its evidence was stored."""
-        self.stuck_at = self.stuck_at or _first_position(msgs)
+        if self.stuck_at is None:
+            self.stuck_at, self.stuck_since = _first_position(msgs), time.monotonic()
         try:
             self._failed = 0
             self.process(msgs, producer)
@@ -187,28 +192,24 @@ class BatchWorker(ABC):
             # batch again: at-least-once, never a reason to stop the worker
             log.warning("%s: commit refused (%s); the batch may be delivered again", self.name, exc)
         self.batches += 1
-        self.stuck_at = None
+        self.stuck_at = self.stuck_since = None
         if self.paused_since is not None:
             log.info("%s resumed after %.1fs", self.name, time.monotonic() - self.paused_since)
             self.paused_since = None
             self.last_error = None
-            self.stall_reported = False
         return True
 
-    def stalled(self) -> str | None:
-        """Why this worker has made no progress on the same offsets for ``BUS_STALL_SECONDS``, or ``None``:
-        the worker, the topic, partition and offset it is stuck at, and its last error."""
-        since = self.paused_since
-        if since is None or time.monotonic() - since < self.ctx.settings.stall_seconds:
+    def stall(self) -> stalls.Stall | None:
+        """Where this worker has held the same batch for ``BUS_STALL_SECONDS`` (failing closed, a call that
+        does not return, a bug it retries), or ``None``. Read by its watch thread and ``/healthz``."""
+        since, at = self.stuck_since, self.stuck_at
+        if since is None or at is None:
             return None
-        topic, partition, offset = self.stuck_at or ("?", -1, -1)
-        idle = time.monotonic() - since
-        where = f"{topic}[{partition}]@{offset}"
-        reason = f"{self.name} has made no progress for {idle:.0f}s at {where}: {self.last_error}"
-        if not self.stall_reported:
-            self.stall_reported = True
-            log.error("%s", reason)
-        return reason
+        held = time.monotonic() - since
+        if held < self.ctx.settings.stall_seconds:
+            return None
+        topic, partition, offset = at
+        return stalls.Stall(self.name, stalls.PROCESS, topic, partition, offset, round(held, 1), self.last_error)
 
     def _settle(self) -> bool:
         """Write the evidence of a batch whose outputs the broker acknowledged, retrying until it is stored.

@@ -1,7 +1,9 @@
 """``GET /healthz``: broker, Redis and store reported separately; 200 only when all answer.
 
 Answers within a second whatever is down (R14): each probe runs in its own thread with its own
-deadline (``PROBE_SECONDS``) and short client timeouts, all at once. A probe still stuck from an
+deadline (``PROBE_SECONDS``) and short client timeouts, all at once. ``workers`` fails while a worker of
+this bus, in this process or another, holds one batch for ``BUS_STALL_SECONDS`` (``bus.exchange.stalls``),
+naming the worker, topic, partition and offset. A probe still stuck from an
 earlier request (a SIGSTOPped Redis, a locked store) is waited on again instead of started twice, so
 a hung part never piles up threads. The broker is also reported failing, with the reason, while a
 broker loss (``bus.exchange.broker_identity``: its topics are gone) has an open incident.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import asdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -20,7 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from bus.context import BusContext
-from bus.exchange import broker_identity
+from bus.exchange import broker_identity, stalls
 from bus.gateway.auth import ctx_of
 
 router = APIRouter(tags=["health"])
@@ -65,6 +68,9 @@ class Probes:
     def store(self) -> None:
         self.ctx.store.ping()
 
+    def stalled(self) -> list[stalls.Stall]:
+        return stalls.all_stalls(self.ctx, self.redis)
+
     def loss(self) -> broker_identity.BrokerLoss | None:
         return broker_identity.check(self.ctx, self.redis, timeout=PROBE_SECONDS)
 
@@ -93,8 +99,9 @@ async def check_all(probes: Probes) -> dict[str, dict[str, Any]]:
     named = {"broker": probes.broker, "redis": probes.redis_ping, "store": probes.store}
     futures = {n: probes.submit(n, p) for n, p in named.items()}
     loss_future = probes.submit("loss", probes.loss)
+    stalls_future = probes.submit("stalls", probes.stalled)
     # one thread waits for every probe with one deadline (no asyncio future left holding an exception)
-    await asyncio.to_thread(wait, [*futures.values(), loss_future], PROBE_SECONDS)
+    await asyncio.to_thread(wait, [*futures.values(), loss_future, stalls_future], PROBE_SECONDS)
     parts = {}
     for name, future in futures.items():
         ok, err = _outcome(future)
@@ -103,7 +110,18 @@ async def check_all(probes: Probes) -> dict[str, dict[str, Any]]:
     if loss_ok and loss is not None:  # a failed loss check is not the broker's fault: its parts say
         parts["broker"] = {"ok": False, "error": loss.reason(), "lost": loss.datasets,
                            "incident": loss.incident_id}
+    parts["workers"] = _workers_part(stalls_future)
     return parts
+
+
+def _workers_part(future: Future[Any]) -> dict[str, Any]:
+    """Stalled workers of the whole bus; this process's alone when Redis cannot say (its part fails)."""
+    ok, found = _outcome(future)
+    stuck: list[stalls.Stall] = found if ok else stalls.local()
+    if not stuck:
+        return {"ok": True}
+    return {"ok": False, "error": "; ".join(s.reason() for s in stuck)[:1000],
+            "stalled": [asdict(s) for s in stuck]}
 
 
 @router.get("/healthz")

@@ -50,6 +50,7 @@ SEVERITY: dict[str, Severity] = {  # kind -> severity
     K.BAD_SIGNATURE: S.LOW,
     K.RECORD_REFUSED: S.LOW,
     K.BROKER_LOST: S.CRITICAL,  # the broker came back without its topics (bus.exchange.broker_identity)
+    K.WORKER_STALLED: S.HIGH,  # records wait behind a batch a worker cannot finish (bus.exchange.stalls)
 }
 SEVERITIES = tuple(Severity)  # increasing
 _CODE_KIND = {
