@@ -209,7 +209,9 @@ class BatchWorker(ABC):
         if held < self.ctx.settings.stall_seconds:
             return None
         topic, partition, offset = at
-        return stalls.Stall(self.name, stalls.PROCESS, topic, partition, offset, round(held, 1), self.last_error)
+        return stalls.Stall(
+            self.name, stalls.PROCESS, topic, partition, offset, round(held, 1), self.last_error
+        )
 
     def _settle(self) -> bool:
         """Write the evidence of a batch whose outputs the broker acknowledged, retrying until it is stored.

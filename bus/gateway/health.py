@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import asdict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import asdict
 from typing import Any
 
 import redis
