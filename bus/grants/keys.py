@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -22,10 +23,12 @@ from sqlalchemy.exc import IntegrityError
 from bus.context import BusContext
 from bus.exchange.envelope import Sealer
 from bus.exchange.keyring import unwrap, wrap
+from bus.lineage import audit
 from bus.store.models import Grant, GrantKey
 from bus.vocab import GrantStatus
 
 ALG = "A256GCM"
+KEY_CACHE_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,9 @@ class GrantKeys:
     def __init__(self, ctx: BusContext) -> None:
         self.ctx = ctx
         self._current: dict[str, tuple[str, Sealer]] = {}  # grant id -> (epoch, sealer)
-        self._by_kid: dict[tuple[str, str], Sealer | None] = {}
+        # (grant, kid) -> (sealer or None, when read): re-read after KEY_CACHE_SECONDS, so a key destroyed
+        # by the retention sweep in any process stops opening records everywhere within a minute
+        self._by_kid: dict[tuple[str, str], tuple[Sealer | None, float]] = {}
         self._lock = threading.Lock()
 
     def current(self, grant_id: str, grant_version: int, now: datetime | None = None) -> Sealer:
@@ -65,21 +70,22 @@ class GrantKeys:
         sealer = self._load_or_create(grant_id, epoch)
         with self._lock:
             self._current[grant_id] = (epoch, sealer)
-            self._by_kid[(grant_id, sealer.kid)] = sealer
+            self._by_kid[(grant_id, sealer.kid)] = (sealer, time.monotonic())
         return sealer
 
     def by_kid(self, grant_id: str, kid: str) -> Sealer | None:
         """The sealer of one key version of the grant, or ``None`` (unknown, another grant's, destroyed)."""
         key = (grant_id, kid)
-        if key in self._by_kid and self._by_kid[key] is not None:
-            return self._by_kid[key]
+        cached = self._by_kid.get(key)
+        if cached is not None and cached[0] is not None and time.monotonic() - cached[1] < KEY_CACHE_SECONDS:
+            return cached[0]
         with self.ctx.store.session() as s:
             row = s.get(GrantKey, kid)
             sealer = None
             if row is not None and row.grant_id == grant_id and row.wrapped:
                 sealer = Sealer(kid, unwrap(self.ctx.master_secret, _purpose(grant_id, kid), row.wrapped))
         with self._lock:
-            self._by_kid[key] = sealer
+            self._by_kid[key] = (sealer, time.monotonic())
         return sealer
 
     def _load_or_create(self, grant_id: str, epoch: str) -> Sealer:
@@ -141,22 +147,35 @@ def grantee_keys(ctx: BusContext, grant_id: str) -> list[KeyInfo]:
         ]
 
 
-def destroy_ended(ctx: BusContext, now: datetime | None = None) -> int:
-    """Destroy the keys of grants that ended (revoked, expired, denied) longer than the retention ago."""
+def destroy_ended(ctx: BusContext, now: datetime | None = None) -> dict[str, int]:
+    """Destroy the keys of grants that ended (revoked, expired, denied) longer than the retention ago:
+    crypto-shredding of whatever of theirs is still on the broker. Audited per grant
+    (``grant.keys_destroyed``); returns grant id -> keys destroyed."""
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(days=ctx.settings.grant_key_retention_days)
     ended = (GrantStatus.REVOKED, GrantStatus.EXPIRED, GrantStatus.DENIED)
+    destroyed: dict[str, int] = {}
     with ctx.store.session() as s:
-        gone = s.scalars(
-            select(Grant.id).where(
-                Grant.status.in_(ended), Grant.ended_at.is_not(None), Grant.ended_at <= cutoff
+        rows = s.execute(
+            select(GrantKey.grant_id, GrantKey.kid)
+            .join(Grant, Grant.id == GrantKey.grant_id)
+            .where(
+                Grant.status.in_(ended),
+                Grant.ended_at.is_not(None),
+                Grant.ended_at <= cutoff,
+                GrantKey.wrapped.is_not(None),
             )
         ).all()
-        if not gone:
-            return 0
-        result = s.execute(
+        if not rows:
+            return destroyed
+        for grant_id, _kid in rows:
+            destroyed[grant_id] = destroyed.get(grant_id, 0) + 1
+        s.execute(
             update(GrantKey)
-            .where(GrantKey.grant_id.in_(gone), GrantKey.wrapped.is_not(None))
+            .where(GrantKey.kid.in_([kid for _g, kid in rows]))
             .values(wrapped=None, destroyed_at=now, not_after=now)
         )
-        return int(getattr(result, "rowcount", 0) or 0)
+        for grant_id, n in sorted(destroyed.items()):
+            audit.append(s, "bus", "grant.keys_destroyed", "grant", grant_id,
+                         {"keys": n, "retention_days": ctx.settings.grant_key_retention_days})
+    return destroyed

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import delete, func, literal, select
 
 from bus.context import BusContext
+from bus.grants.keys import destroy_ended
 from bus.lineage import audit
 from bus.lineage.integrity import RETENTION_ACTION, swept_through
 from bus.store import Store
@@ -99,7 +100,8 @@ def sweep(store: Store, days: int, *, now: datetime | None = None, chunk: int = 
 
 
 class RetentionWorker:
-    """Runs ``sweep`` at start and every hour."""
+    """Runs ``sweep`` at start and every hour, then destroys the keys of grants that ended longer than
+    ``BUS_GRANT_KEY_RETENTION_DAYS`` ago (``bus.grants.keys.destroy_ended``)."""
 
     name = "lineage-retention"
 
@@ -109,6 +111,7 @@ class RetentionWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last: dict[str, Any] | None = None
+        self.keys_destroyed: dict[str, int] = {}
         self.last_error: str | None = None
 
     def start(self) -> None:
@@ -129,9 +132,13 @@ class RetentionWorker:
             started = time.monotonic()
             try:
                 self.last = sweep(self.ctx.store, self.ctx.settings.lineage_retention_days)
-                self.last_error = None
                 if any(self.last["deleted"].values()):
                     log.info("lineage retention: %s", self.last)
+                # R8: keys of grants that ended BUS_GRANT_KEY_RETENTION_DAYS ago are destroyed
+                self.keys_destroyed = destroy_ended(self.ctx)
+                if self.keys_destroyed:
+                    log.info("grant keys destroyed: %s", self.keys_destroyed)
+                self.last_error = None
             except Exception as exc:  # the store may be briefly unavailable: try again next round
                 self.last_error = str(exc)
                 log.warning("lineage retention sweep failed: %s", exc)

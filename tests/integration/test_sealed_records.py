@@ -252,3 +252,46 @@ def test_r8_key_rotation_during_a_steady_stream_loses_nothing_and_old_deliveries
     from tests.integration.dataplane_helpers import opened
 
     assert len(opened(ctx, s["g1"], read_topic(ctx, ctx.topics.deliver(s["g1"]), len(ids)))) == len(ids)
+
+
+def test_r8_keys_of_an_ended_grant_are_destroyed_after_the_retention_by_the_running_bus(ctx, sealed) -> None:
+    """R8: crypto-shredding. The retention worker of the running bus destroys every key of a grant that
+    ended more than BUS_GRANT_KEY_RETENTION_DAYS ago (audited per grant); what is still on the broker
+    then opens under no key the bus holds, while a live grant's keys are untouched."""
+    from datetime import UTC, datetime, timedelta
+
+    from bus.grants.keys import GrantKeys, grantee_keys
+    from bus.lineage.retention import RetentionWorker
+    from bus.store.models import Grant, GrantKey
+
+    s = sealed
+    with publisher(ctx, s["market"], s["market_key"], s["ds"]) as pub:
+        for i in range(3):
+            pub.publish(licence_record(i))
+        pub.flush()
+    delivered = read_topic(ctx, ctx.topics.deliver(s["g1"]), 3)
+    assert len(delivered) == 3 and grantee_keys(ctx, s["g1"])
+    with api(s["stack"], s["market_key"]) as market:
+        assert market.post(f"/v1/grants/{s['g1']}/revoke", json={}).status_code == 200
+    with ctx.store.session() as session:  # it ended just inside the retention: nothing goes yet
+        session.get(Grant, s["g1"]).ended_at = datetime.now(UTC) - timedelta(days=29)
+    worker = RetentionWorker(ctx, interval=0.2)
+    worker.start()
+    try:
+        poll_until(lambda: worker.last is not None, what="a retention round")
+        assert worker.keys_destroyed == {} and grantee_keys(ctx, s["g1"])
+        with ctx.store.session() as session:  # now past it
+            session.get(Grant, s["g1"]).ended_at = datetime.now(UTC) - timedelta(days=31)
+        poll_until(lambda: not grantee_keys(ctx, s["g1"]), what="the ended grant's keys destroyed")
+    finally:
+        worker.stop()
+    with ctx.store.session() as session:
+        rows = session.scalars(select(GrantKey).where(GrantKey.grant_id == s["g1"])).all()
+    assert rows and all(r.wrapped is None and r.destroyed_at is not None for r in rows)
+    fresh = GrantKeys(ctx)  # a process that never saw the keys: nothing opens any more
+    for m in delivered:
+        assert fresh.by_kid(s["g1"], Meta.unpack(dict(m.headers())[META_HEADER]).kid) is None
+    assert grantee_keys(ctx, s["g2"])  # the live grant keeps its keys
+    with httpx.Client(base_url=s["stack"].url, headers={"Authorization": f"Bearer {ctx.admin_key}"}) as admin:
+        events = admin.get("/v1/audit/events", params={"action": "grant.keys_destroyed"}).json()["events"]
+    assert [e["subject_id"] for e in events] == [s["g1"]] and events[0]["data"]["keys"] == len(rows)
