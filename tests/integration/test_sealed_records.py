@@ -79,10 +79,35 @@ def _sdk(stack, key: str, grant_id: str) -> Subscriber:
     return Subscriber.from_gateway(stack.url, key, grant_id)
 
 
-def test_r8_r12_an_eavesdropper_on_the_broker_reads_no_field_value(ctx, sealed) -> None:
-    """R8/R12: after SDK and HTTP publishing, two grants and a refused record, a plain Kafka consumer with no
-    bus key reads every topic of the bus and finds none of the published values; the grantees read all."""
+def test_r8_r12_an_eavesdropper_on_the_broker_reads_no_field_value(
+    ctx, sealed, dataset_factory, tmp_path
+) -> None:
+    """R8/R12: after SDK and HTTP publishing, two grants, a conditional grant approved by its owner, a refused
+    record and a sink connector, a plain Kafka consumer with no bus key reads every topic of the bus and finds
+    none of the published values in any key, value or header; the grantees (and the sink) read all."""
+    import json
+
     s = sealed
+    cond = dataset_factory(s["market"], attribute="conditional")
+    with api(s["stack"], s["psb_key"]) as psb:
+        gc = psb.post("/v1/grants", json=grant_body(cond, ["licence_no", "enterprise_name", "address"]))
+        gc = gc.json()
+    assert gc["status"] == "pending"
+    with api(s["stack"], s["market_key"]) as market:
+        decided = market.post(
+            f"/v1/grants/{gc['id']}/decision", json={"decision": "approve", "reason": "duty"}
+        )
+        assert decided.status_code == 200 and decided.json()["status"] == "active", decided.text
+    out = tmp_path / "sink"
+    with httpx.Client(base_url=s["stack"].url, headers={"Authorization": f"Bearer {ctx.admin_key}"}) as admin:
+        system = admin.post(f"/v1/agencies/{s['psb']}/systems", json={
+            "name": "psb-archive", "url": f"file://localhost{out}", "in_jurisdiction": True})
+        assert system.status_code == 201, system.text
+        made = admin.post("/v1/connectors", json={
+            "name": "psb-file", "kind": "file-sink", "agency": s["psb"], "grant": gc["id"], "start": True,
+            "config": {"directory": str(out), "fsync": False}})
+        assert made.status_code == 201, made.text
+
     with publisher(ctx, s["market"], s["market_key"], s["ds"]) as pub:
         for i in range(20):
             pub.publish(_secret_record(i), key=f"SECRET-NAME-{i:04d}")
@@ -90,6 +115,10 @@ def test_r8_r12_an_eavesdropper_on_the_broker_reads_no_field_value(ctx, sealed) 
     with api(s["stack"], s["market_key"]) as market:
         resp = market.post(
             f"/v1/datasets/{s['ds']}/records", json={"records": [_secret_record(i) for i in range(20, 30)]}
+        )
+        assert resp.status_code == 200 and resp.json()["accepted"] == 10
+        resp = market.post(
+            f"/v1/datasets/{cond}/records", json={"records": [_secret_record(i) for i in range(30, 40)]}
         )
         assert resp.status_code == 200 and resp.json()["accepted"] == 10
     with publisher(ctx, s["psb"], s["psb_key"], s["ds"]) as intruder:  # refused: psb does not own it
@@ -100,6 +129,13 @@ def test_r8_r12_an_eavesdropper_on_the_broker_reads_no_field_value(ctx, sealed) 
     assert {d.value["enterprise_name"] for d in got} == {f"SECRET-NAME-{i:04d}" for i in range(30)}
     with _sdk(s["stack"], s["tax_key"], s["g2"]) as sub:
         assert len(receive(sub, 30)) == 30
+
+    def sunk() -> set[str]:
+        lines = [json.loads(x) for f in out.glob("*.jsonl") for x in f.read_text().splitlines() if x]
+        return {r["value"]["address"] for r in lines}
+
+    poll_until(lambda: len(sunk()) == 10, timeout=30, what="the sink connector wrote the conditional view")
+    assert sunk() == {f"SECRET-ADDRESS-{i:04d}" for i in range(30, 40)}
     poll_until(
         lambda: len(read_topic(ctx, ctx.topics.rejected(s["ds"]), 1, timeout=0.5)) == 1, what="refusal"
     )
@@ -111,6 +147,8 @@ def test_r8_r12_an_eavesdropper_on_the_broker_reads_no_field_value(ctx, sealed) 
         ctx.topics.rejected(s["ds"]),
         ctx.topics.deliver(s["g1"]),
         ctx.topics.deliver(s["g2"]),
+        ctx.topics.data(cond),
+        ctx.topics.deliver(gc["id"]),
     } <= topics
     for m in msgs:
         blob = (
