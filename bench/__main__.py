@@ -1,6 +1,7 @@
 """`make bench`: the bus against raw Kafka on the same broker, in the same run.
 
-    python -m bench [--records 100000] [--quick] [--only throughput,fanout,http,latency,revocation,control]
+    python -m bench [--records 100000] [--quick]
+                    [--only throughput,fanout,http,latency,revocation,control,sealing]
 
 Every scenario prints its baseline next to the bus figure and the ratio; the whole run is written
 as JSON to bench/results/<timestamp>.json (and latest.json). Absolute numbers on a shared 2-core
@@ -24,6 +25,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from bench import sealing
 from bench.busrig import BusRig
 from bench.common import run_pipeline
 from bus.client import Publisher, Subscriber
@@ -464,6 +466,17 @@ def main(argv: list[str] | None = None) -> int:
                     "",
                     "1M <= 10 s" if size == 1_000_000 else "",
                 )
+        if want("sealing"):
+            console.print("[bold]7. sealing cost per record[/] (AES-256-GCM, in this process)")
+            seal = sealing.measure(2_000 if args.quick else 20_000)
+            res["sealing"] = seal
+            table.add_row(
+                "7 seal / open, µs per record",
+                f"{seal['seal_us']:.2f} / {seal['open_us']:.2f}",
+                f"fastavro encode {seal['avro_encode_us']:.2f}",
+                f"{seal['ratio_seal_to_avro']:.2f} / {seal['ratio_open_to_avro']:.2f}",
+                "",
+            )
     finally:
         with console.status("stopping..."):
             rig.stop()
